@@ -1,0 +1,114 @@
+"""The storage interface: records and claims, fenced by a token, and nothing about HTTP."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+
+class State(StrEnum):
+    IN_FLIGHT = "in_flight"
+    COMPLETED = "completed"
+    NOT_REPLAYABLE = "not_replayable"
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """A response as stored: status, allow-listed headers and the exact body bytes."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One stored (scope, key) as a storage reports it."""
+
+    scope: str
+    key: str
+    state: State
+    fingerprint: str
+    token: str
+    expires_at: datetime
+    response: StoredResponse | None = None
+
+    @property
+    def is_in_flight(self) -> bool:
+        return self.state is State.IN_FLIGHT
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Proof that the caller owns (scope, key) until ``expires_at``, fenced by ``token``."""
+
+    scope: str
+    key: str
+    fingerprint: str
+    token: str
+    expires_at: datetime
+
+
+class StorageError(Exception):
+    """Base class for storage failures."""
+
+
+class StorageUnavailable(StorageError):
+    """The store cannot say whether the caller owns the key (DESIGN §2.5: fail closed)."""
+
+
+class OwnershipLost(StorageError):
+    """The claim's token no longer matches: its lease ended or another request took over."""
+
+
+def new_token() -> str:
+    """Return a fresh fencing token."""
+    return secrets.token_hex(16)
+
+
+class Storage(abc.ABC):
+    """Keep records of idempotency keys; every write after the claim is fenced by its token."""
+
+    #: Whether ``atomic()`` couples the view's database writes with ``complete()``.
+    is_transactional: bool = False
+
+    @abc.abstractmethod
+    def claim(
+        self,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        *,
+        lease: timedelta,
+        method: str = "",
+        path: str = "",
+    ) -> Claim | Record:
+        """Make the caller the owner of (scope, key), or return the live record that stops it.
+
+        A record whose expiry has passed (a crashed owner's lease, or a response past its
+        retention) is taken over with a new token; a live record is returned untouched.
+        """
+
+    @abc.abstractmethod
+    def complete(
+        self, claim: Claim, response: StoredResponse, *, ttl: timedelta, replayable: bool = True
+    ) -> None:
+        """Store the owner's response; raise ``OwnershipLost`` when the claim no longer holds."""
+
+    @abc.abstractmethod
+    def release(self, claim: Claim) -> bool:
+        """Forget an in-flight claim so a retry runs again; return whether it was still held."""
+
+    @abc.abstractmethod
+    def get(self, scope: str, key: str) -> Record | None:
+        """Return the live record for (scope, key), if any."""
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Wrap the view and ``complete()`` so they commit together, where the storage can."""
+        yield

@@ -1,0 +1,69 @@
+"""Service detection: PostgreSQL and Redis tests run for real, or say plainly why not.
+
+With ``IDEMPOTENCY_REQUIRE_SERVICES=1`` (CI sets it) a missing service fails the tests
+that need it instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+from django.conf import settings
+
+REQUIRE_SERVICES = os.environ.get("IDEMPOTENCY_REQUIRE_SERVICES") == "1"
+
+
+def is_postgres() -> bool:
+    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+
+
+def redis_problem() -> str | None:
+    """Return why Redis cannot be used, or None when it answers PING."""
+    from urllib.parse import urlparse
+
+    url = urlparse(settings.REDIS_URL)
+    try:
+        with socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379), 1) as s:
+            s.sendall(b"PING\r\n")
+            if not s.recv(16).startswith(b"+PONG"):
+                return f"Redis at {settings.REDIS_URL} did not answer PING"
+    except OSError as exc:
+        return f"Redis at {settings.REDIS_URL} is unreachable ({exc})"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    redis_reason = None
+    for item in items:
+        if "postgres" in item.keywords and not is_postgres():
+            reason = "needs PostgreSQL: runs in the PostgreSQL pass (IDEMPOTENCY_TEST_DATABASE=postgres)"
+            if REQUIRE_SERVICES:
+                item.add_marker(pytest.mark.usefixtures("_fail_without_postgres"))
+            else:
+                item.add_marker(pytest.mark.skip(reason=reason))
+        if "redis" in item.keywords:
+            redis_reason = redis_reason or redis_problem() or ""
+            if redis_reason and not REQUIRE_SERVICES:
+                item.add_marker(pytest.mark.skip(reason=f"needs Redis: {redis_reason}"))
+
+
+@pytest.fixture
+def _fail_without_postgres() -> None:
+    pytest.fail("this test needs PostgreSQL and IDEMPOTENCY_REQUIRE_SERVICES=1 forbids skipping")
+
+
+@pytest.fixture
+def redis_cache() -> Iterator[object]:
+    """The real Redis cache behind the ``idempotency`` alias, flushed around the test."""
+    problem = redis_problem()
+    if problem:
+        pytest.fail(f"Redis is required here: {problem}")
+    from django.core.cache import caches
+
+    cache = caches["idempotency"]
+    cache.clear()
+    yield cache
+    cache.clear()
