@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import models
 from django.utils import timezone
@@ -20,6 +20,15 @@ class IdempotencyKeyQuerySet(models.QuerySet["IdempotencyKey"]):
 
     def in_flight(self) -> IdempotencyKeyQuerySet:
         return self.filter(state=IdempotencyKey.State.IN_FLIGHT)
+
+    def purgeable(
+        self, now: datetime | None = None, *, grace: timedelta = timedelta(0)
+    ) -> IdempotencyKeyQuerySet:
+        """Return expired records, keeping in-flight ones until ``grace`` after their lease."""
+        now = now or timezone.now()
+        finished = ~models.Q(state=IdempotencyKey.State.IN_FLIGHT)
+        stale = models.Q(state=IdempotencyKey.State.IN_FLIGHT, expires_at__lte=now - grace)
+        return self.expired(now).filter(finished | stale)
 
 
 class IdempotencyKey(models.Model):
@@ -40,7 +49,9 @@ class IdempotencyKey(models.Model):
     completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
     expires_at = models.DateTimeField(
         _("expires at"),
-        help_text=_("While in flight, when the lease ends; once completed, when the response expires."),
+        help_text=_(
+            "While in flight, when the lease ends; once completed, when the response expires."
+        ),
     )
     response_status = models.PositiveSmallIntegerField(_("response status"), null=True, blank=True)
     response_headers = models.JSONField(_("response headers"), default=list, blank=True)
@@ -57,6 +68,10 @@ class IdempotencyKey(models.Model):
         indexes = [
             models.Index(fields=["expires_at"], name="django_idem_expires_at"),
             models.Index(fields=["created_at"], name="django_idem_created_at"),
+            # The admin's state filters and the purge of stuck in-flight keys.
+            models.Index(fields=["state", "expires_at"], name="django_idem_state_expires"),
+            # The admin's search by key alone (the unique index leads with scope).
+            models.Index(fields=["key"], name="django_idem_key"),
         ]
 
     def __str__(self) -> str:
