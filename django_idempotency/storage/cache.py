@@ -1,0 +1,257 @@
+"""Records in Redis through django-redis: one hash per record, claimed and fenced by Lua scripts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.core.cache import InvalidCacheBackendError, caches
+from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
+
+from django_idempotency.conf import idempotency_settings
+from django_idempotency.storage.base import (
+    Claim,
+    OwnershipLost,
+    Record,
+    State,
+    Storage,
+    StorageUnavailable,
+    StoredResponse,
+    new_token,
+)
+
+try:
+    from django_redis import get_redis_connection
+    from django_redis.cache import RedisCache
+    from redis.exceptions import RedisError
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImproperlyConfigured(
+        "CacheStorage needs django-redis: pip install 'django-idempotency[redis]'."
+    ) from exc
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from redis.commands.core import Script
+
+# Every script touches exactly one key (KEYS[1]), so it stays valid on a Redis Cluster;
+# the hash tag in the key name keeps any future companion key in the same slot.
+#
+# HMGET answers false for a missing field, and a nil inside a Lua table would cut the
+# reply short, hence the ``or ''`` on the fields an in-flight record does not have.
+
+_CLAIM = """
+local found = redis.call('HMGET', KEYS[1], 'state', 'fingerprint', 'token',
+                         'status', 'headers', 'body')
+if found[1] then
+  if found[1] == 'in_flight' and found[3] == ARGV[1] then
+    -- Our own claim, sent again by the client's retry after a lost reply.
+    return {1}
+  end
+  return {0, found[1], found[2], found[3], found[4] or '', found[5] or '', found[6] or '',
+          redis.call('PTTL', KEYS[1])}
+end
+redis.call('HSET', KEYS[1], 'state', 'in_flight', 'token', ARGV[1], 'fingerprint', ARGV[2],
+           'scope', ARGV[4], 'key', ARGV[5], 'method', ARGV[6], 'path', ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {1}
+"""
+
+_COMPLETE = """
+local found = redis.call('HMGET', KEYS[1], 'state', 'token')
+if found[2] ~= ARGV[1] then
+  return 0
+end
+if found[1] == 'in_flight' then
+  redis.call('HSET', KEYS[1], 'state', ARGV[2], 'status', ARGV[4], 'headers', ARGV[5],
+             'body', ARGV[6])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+-- The same owner already completed: the client's retry after a lost reply.
+if found[1] == ARGV[2] then
+  return 1
+end
+return 0
+"""
+
+_RELEASE = """
+local found = redis.call('HMGET', KEYS[1], 'state', 'token')
+if found[1] == 'in_flight' and found[2] == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+_GET = """
+local found = redis.call('HMGET', KEYS[1], 'state', 'fingerprint', 'token',
+                         'status', 'headers', 'body')
+if not found[1] then
+  return {}
+end
+return {found[1], found[2], found[3], found[4] or '', found[5] or '', found[6] or '',
+        redis.call('PTTL', KEYS[1])}
+"""
+
+_SCRIPTS = {"claim": _CLAIM, "complete": _COMPLETE, "release": _RELEASE, "get": _GET}
+
+_UNAVAILABLE = "the idempotency cache did not answer"
+
+
+class CacheStorage(Storage):
+    """Keep records in a django-redis cache; expiry is Redis's own TTL on each record."""
+
+    is_transactional = False
+
+    def __init__(
+        self, alias: str | None = None, *, clock: Callable[[], datetime] = timezone.now
+    ) -> None:
+        self._alias = alias
+        self.clock = clock
+        self._scripts: dict[str, Script] = {}
+        self._scripts_lock = threading.Lock()
+
+    @property
+    def alias(self) -> str:
+        return self._alias or idempotency_settings.CACHE_ALIAS
+
+    def record_key(self, scope: str, key: str) -> str:
+        """Return the Redis key of the record for (scope, key)."""
+        # The length prefix keeps ("a", "bc") and ("ab", "c") apart; the braces are the
+        # Redis Cluster hash tag shared by every key of one record.
+        digest = hashlib.sha256(f"{len(scope)}:{scope}{key}".encode()).hexdigest()
+        prefix = caches[self.alias].key_prefix
+        return f"{prefix}:idempotency:{{{digest}}}" if prefix else f"idempotency:{{{digest}}}"
+
+    def claim(
+        self,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        *,
+        lease: timedelta,
+        method: str = "",
+        path: str = "",
+    ) -> Claim | Record:
+        now = self.clock()
+        token = new_token()
+        reply = self._run(
+            "claim",
+            self.record_key(scope, key),
+            token,
+            fingerprint,
+            _milliseconds(lease),
+            scope,
+            key,
+            method,
+            path,
+        )
+        if int(reply[0]) == 1:
+            return Claim(scope, key, fingerprint, token, now + lease)
+        return _to_record(scope, key, reply[1:], now)
+
+    def complete(
+        self, claim: Claim, response: StoredResponse, *, ttl: timedelta, replayable: bool = True
+    ) -> None:
+        state = State.COMPLETED if replayable else State.NOT_REPLAYABLE
+        headers = json.dumps([list(pair) for pair in response.headers])
+        completed = self._run(
+            "complete",
+            self.record_key(claim.scope, claim.key),
+            claim.token,
+            state.value,
+            _milliseconds(ttl),
+            response.status,
+            headers,
+            response.body if replayable else b"",
+        )
+        if not completed:
+            raise OwnershipLost(f"the claim on {claim.key!r} ended before the view finished")
+
+    def release(self, claim: Claim) -> bool:
+        released = self._run("release", self.record_key(claim.scope, claim.key), claim.token)
+        return bool(released)
+
+    def get(self, scope: str, key: str) -> Record | None:
+        now = self.clock()
+        reply = self._run("get", self.record_key(scope, key))
+        return _to_record(scope, key, reply, now) if reply else None
+
+    def _client(self) -> Redis:
+        """Return the raw redis-py client behind the alias, which never swallows errors."""
+        alias = self.alias
+        try:
+            cache = caches[alias]
+        except InvalidCacheBackendError as exc:
+            raise ImproperlyConfigured(
+                f"IDEMPOTENCY_CACHE_ALIAS names the cache {alias!r}, which CACHES does not define."
+            ) from exc
+        if not isinstance(cache, RedisCache):
+            raise ImproperlyConfigured(
+                f"CacheStorage needs a django-redis cache, but the cache {alias!r} is "
+                f"{type(cache).__module__}.{type(cache).__qualname__}."
+            )
+        try:
+            client = get_redis_connection(alias)
+        except NotImplementedError as exc:
+            raise ImproperlyConfigured(
+                f"The django-redis client of the cache {alias!r} has no single connection "
+                "(sharded clients are not supported); use DefaultClient or SentinelClient."
+            ) from exc
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ImproperlyConfigured(
+                f"The cache {alias!r} decodes responses; stored bodies are bytes, so "
+                "CacheStorage needs decode_responses off."
+            )
+        return client
+
+    def _run(self, name: str, record_key: str, *args: str | int | bytes) -> Any:
+        """Run one script against one record in one round trip."""
+        client = self._client()
+        try:
+            return self._script(name, client)(keys=[record_key], args=args, client=client)
+        except (RedisError, OSError) as exc:
+            raise StorageUnavailable(_UNAVAILABLE) from exc
+
+    def _script(self, name: str, client: Redis) -> Script:
+        script = self._scripts.get(name)
+        if script is None:
+            with self._scripts_lock:
+                script = self._scripts.get(name)
+                if script is None:
+                    # Registering only hashes the text; the server loads it on first use.
+                    script = self._scripts[name] = client.register_script(_SCRIPTS[name])
+        return script
+
+
+def _milliseconds(duration: timedelta) -> int:
+    # PX refuses zero and negatives; a non-positive duration means "expire at once".
+    return max(1, int(duration / timedelta(milliseconds=1)))
+
+
+def _to_record(scope: str, key: str, fields: Sequence[Any], now: datetime) -> Record:
+    raw_state, fingerprint, token, status, headers, body, pttl = fields
+    state = State(raw_state.decode())
+    response = None
+    if state is not State.IN_FLIGHT and status:
+        response = StoredResponse(
+            status=int(status),
+            headers=tuple((str(name), str(value)) for name, value in json.loads(headers or "[]")),
+            body=bytes(body),
+        )
+    return Record(
+        scope=scope,
+        key=key,
+        state=state,
+        fingerprint=fingerprint.decode(),
+        token=token.decode(),
+        # A record without a TTL (someone PERSISTed it) has no expiry to report; "now"
+        # is the honest lower bound.
+        expires_at=now + timedelta(milliseconds=max(0, int(pttl))),
+        response=response,
+    )

@@ -1,0 +1,295 @@
+"""One contract, every storage: DatabaseStorage (SQLite or PostgreSQL) and CacheStorage (Redis)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from django_idempotency.storage import (
+    CacheStorage,
+    Claim,
+    DatabaseStorage,
+    OwnershipLost,
+    Record,
+    State,
+    Storage,
+    StoredResponse,
+)
+
+LONG = timedelta(seconds=30)
+# Short enough to wait out with a real sleep, long enough that a loaded CI machine still
+# reaches the next storage call before it ends.
+SHORT = timedelta(milliseconds=300)
+PAST_SHORT = 0.6
+
+BODY = bytes(range(256)) * 8 + b"\x00\r\n\xff"
+RESPONSE = StoredResponse(
+    status=201,
+    headers=(("Content-Type", "application/octet-stream"), ("Location", "/orders/ü/7")),
+    body=BODY,
+)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("database", marks=pytest.mark.django_db(transaction=True)),
+        pytest.param("cache", marks=pytest.mark.redis),
+    ]
+)
+def storage(request: pytest.FixtureRequest) -> Storage:
+    if request.param == "database":
+        return DatabaseStorage()
+    request.getfixturevalue("redis_cache")
+    return CacheStorage("idempotency")
+
+
+@pytest.fixture
+def key() -> str:
+    # Unique per test, so a record left behind by another test can never answer.
+    return f"key-{uuid.uuid4()}"
+
+
+def claim(storage: Storage, key: str, fingerprint: str = "fp-1", lease: timedelta = LONG) -> Claim:
+    result = storage.claim("scope-a", key, fingerprint, lease=lease, method="POST", path="/orders")
+    assert isinstance(result, Claim)
+    return result
+
+
+def test_claim__returns_claim_with_token_and_lease(storage: Storage, key: str) -> None:
+    before = timezone.now()
+
+    result = storage.claim("scope-a", key, "fp-1", lease=LONG, method="POST", path="/orders")
+
+    assert isinstance(result, Claim)
+    assert (result.scope, result.key, result.fingerprint) == ("scope-a", key, "fp-1")
+    assert len(result.token) >= 16
+    assert before + LONG <= result.expires_at <= timezone.now() + LONG
+
+
+def test_claim__returns_live_record_to_second_caller(storage: Storage, key: str) -> None:
+    owner = claim(storage, key)
+
+    second = storage.claim("scope-a", key, "fp-1", lease=LONG)
+
+    assert isinstance(second, Record)
+    assert second.state is State.IN_FLIGHT
+    assert second.is_in_flight
+    assert second.token == owner.token
+    assert second.response is None
+    assert abs(second.expires_at - owner.expires_at) < timedelta(seconds=2)
+
+
+def test_claim__gives_each_claim_a_fresh_token(storage: Storage, key: str) -> None:
+    first = claim(storage, key)
+    assert storage.release(first)
+
+    second = claim(storage, key)
+
+    assert second.token != first.token
+
+
+def test_claim__returns_mismatching_fingerprint_as_stored(storage: Storage, key: str) -> None:
+    claim(storage, key, fingerprint="fp-original")
+
+    other = storage.claim("scope-a", key, "fp-different", lease=LONG)
+
+    assert isinstance(other, Record)
+    assert other.fingerprint == "fp-original"
+
+
+def test_complete__replays_exact_status_headers_and_body(storage: Storage, key: str) -> None:
+    owner = claim(storage, key)
+    before = timezone.now()
+
+    storage.complete(owner, RESPONSE, ttl=timedelta(hours=1))
+
+    record = storage.get("scope-a", key)
+    assert record is not None
+    assert record.state is State.COMPLETED
+    assert record.fingerprint == "fp-1"
+    assert record.response == RESPONSE
+    assert record.response.body == BODY
+    assert before + timedelta(minutes=59) < record.expires_at <= timezone.now() + timedelta(hours=1)
+
+
+def test_claim__replays_completed_record_instead_of_claiming(storage: Storage, key: str) -> None:
+    owner = claim(storage, key)
+    storage.complete(owner, RESPONSE, ttl=timedelta(hours=1))
+
+    replay = storage.claim("scope-a", key, "fp-1", lease=LONG)
+
+    assert isinstance(replay, Record)
+    assert replay.state is State.COMPLETED
+    assert replay.response == RESPONSE
+
+
+def test_complete__stores_large_binary_body_unchanged(storage: Storage, key: str) -> None:
+    owner = claim(storage, key)
+    body = uuid.uuid4().bytes * 65536  # 1 MiB of random-looking bytes
+    storage.complete(owner, StoredResponse(200, (), body), ttl=timedelta(hours=1))
+
+    replay = storage.claim("scope-a", key, "fp-1", lease=LONG)
+
+    assert isinstance(replay, Record)
+    assert replay.response is not None
+    assert replay.response.body == body
+
+
+def test_complete__not_replayable_keeps_status_but_no_body(storage: Storage, key: str) -> None:
+    owner = claim(storage, key)
+
+    storage.complete(owner, RESPONSE, ttl=timedelta(hours=1), replayable=False)
+
+    record = storage.claim("scope-a", key, "fp-1", lease=LONG)
+    assert isinstance(record, Record)
+    assert record.state is State.NOT_REPLAYABLE
+    assert record.response is not None
+    assert record.response.status == 201
+    assert record.response.body == b""
+
+
+def test_get__returns_none_for_unknown_key(storage: Storage, key: str) -> None:
+    assert storage.get("scope-a", key) is None
+
+
+def test_get__returns_in_flight_record(storage: Storage, key: str) -> None:
+    owner = claim(storage, key)
+
+    record = storage.get("scope-a", key)
+
+    assert record is not None
+    assert record.state is State.IN_FLIGHT
+    assert record.token == owner.token
+    assert (record.scope, record.key, record.fingerprint) == ("scope-a", key, "fp-1")
+
+
+def test_claim__takes_over_expired_lease_with_new_token(storage: Storage, key: str) -> None:
+    crashed = claim(storage, key, lease=SHORT)
+    time.sleep(PAST_SHORT)
+
+    assert storage.get("scope-a", key) is None
+    successor = storage.claim("scope-a", key, "fp-2", lease=LONG)
+
+    assert isinstance(successor, Claim)
+    assert successor.token != crashed.token
+    record = storage.get("scope-a", key)
+    assert record is not None
+    assert (record.token, record.fingerprint) == (successor.token, "fp-2")
+
+
+def test_complete__after_lease_ended_raises_ownership_lost(storage: Storage, key: str) -> None:
+    slow = claim(storage, key, lease=SHORT)
+    time.sleep(PAST_SHORT)
+
+    with pytest.raises(OwnershipLost):
+        storage.complete(slow, RESPONSE, ttl=timedelta(hours=1))
+
+    assert storage.get("scope-a", key) is None
+
+
+def test_complete__stale_owner_cannot_overwrite_new_owner(storage: Storage, key: str) -> None:
+    stale = claim(storage, key, lease=SHORT)
+    time.sleep(PAST_SHORT)
+    current = claim(storage, key)
+
+    with pytest.raises(OwnershipLost):
+        storage.complete(stale, StoredResponse(200, (), b"stale"), ttl=timedelta(hours=1))
+
+    record = storage.get("scope-a", key)
+    assert record is not None
+    assert (record.state, record.token) == (State.IN_FLIGHT, current.token)
+    storage.complete(current, RESPONSE, ttl=timedelta(hours=1))
+    with pytest.raises(OwnershipLost):
+        storage.complete(stale, StoredResponse(200, (), b"stale"), ttl=timedelta(hours=1))
+    record = storage.get("scope-a", key)
+    assert record is not None
+    assert record.response == RESPONSE
+
+
+def test_release__forgets_own_claim_so_retry_claims_again(storage: Storage, key: str) -> None:
+    owner = claim(storage, key)
+
+    assert storage.release(owner) is True
+
+    assert storage.get("scope-a", key) is None
+    assert isinstance(storage.claim("scope-a", key, "fp-1", lease=LONG), Claim)
+
+
+def test_release__stale_owner_cannot_delete_new_owner(storage: Storage, key: str) -> None:
+    stale = claim(storage, key, lease=SHORT)
+    time.sleep(PAST_SHORT)
+    current = claim(storage, key)
+
+    assert storage.release(stale) is False
+
+    record = storage.get("scope-a", key)
+    assert record is not None
+    assert record.token == current.token
+
+
+def test_release__leaves_completed_record(storage: Storage, key: str) -> None:
+    owner = claim(storage, key)
+    storage.complete(owner, RESPONSE, ttl=timedelta(hours=1))
+
+    assert storage.release(owner) is False
+
+    record = storage.get("scope-a", key)
+    assert record is not None
+    assert record.response == RESPONSE
+
+
+def test_complete__record_expires_after_ttl(storage: Storage, key: str) -> None:
+    owner = claim(storage, key)
+    storage.complete(owner, RESPONSE, ttl=SHORT)
+    assert storage.get("scope-a", key) is not None
+
+    time.sleep(PAST_SHORT)
+
+    assert storage.get("scope-a", key) is None
+    again = storage.claim("scope-a", key, "fp-1", lease=LONG)
+    assert isinstance(again, Claim)
+    assert again.token != owner.token
+    record = storage.get("scope-a", key)
+    assert record is not None
+    assert (record.state, record.response) == (State.IN_FLIGHT, None)
+
+
+def test_complete__completed_record_outlives_its_lease(storage: Storage, key: str) -> None:
+    owner = claim(storage, key, lease=SHORT)
+    storage.complete(owner, RESPONSE, ttl=LONG)
+
+    time.sleep(PAST_SHORT)
+
+    replay = storage.claim("scope-a", key, "fp-1", lease=LONG)
+    assert isinstance(replay, Record)
+    assert replay.response == RESPONSE
+
+
+def test_claim__scopes_are_isolated(storage: Storage, key: str) -> None:
+    alice = storage.claim("alice", key, "fp-a", lease=LONG)
+    bob = storage.claim("bob", key, "fp-b", lease=LONG)
+    assert isinstance(alice, Claim)
+    assert isinstance(bob, Claim)
+
+    storage.complete(alice, RESPONSE, ttl=timedelta(hours=1))
+
+    bobs = storage.get("bob", key)
+    assert bobs is not None
+    assert (bobs.scope, bobs.state, bobs.fingerprint) == ("bob", State.IN_FLIGHT, "fp-b")
+    assert storage.release(bob) is True
+    alices = storage.get("alice", key)
+    assert alices is not None
+    assert alices.response == RESPONSE
+
+
+def test_claim__scope_and_key_boundaries_do_not_collide(storage: Storage) -> None:
+    suffix = uuid.uuid4().hex
+    first = storage.claim("a", f"bc{suffix}", "fp-1", lease=LONG)
+    second = storage.claim("ab", f"c{suffix}", "fp-2", lease=LONG)
+
+    assert isinstance(first, Claim)
+    assert isinstance(second, Claim)
