@@ -1,0 +1,1 @@
+"""The example orders/payments API that ``python3 dev.py demo`` runs."""

@@ -1,0 +1,247 @@
+"""Start the example API and show, in a short transcript, what Idempotency-Key does."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from example_project.shop.models import Order
+
+BODY_PREVIEW = 240
+
+
+@dataclass
+class Reply:
+    """What the server sent back."""
+
+    status: int
+    reason: str
+    content_type: str
+    is_replayed: bool
+    body: bytes
+
+    def describe(self) -> str:
+        """Return a one-line rendering: status, replay header, content type, body."""
+        replayed = "  Idempotent-Replayed: true" if self.is_replayed else ""
+        text = self.body.decode("utf-8", "replace")
+        if len(text) > BODY_PREVIEW:
+            text = text[:BODY_PREVIEW] + "…"
+        return f"{self.status} {self.reason}{replayed}  [{self.content_type}]  {text}"
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def request(port: int, method: str, path: str, body: bytes = b"", key: str | None = None) -> Reply:
+    """Send one request on a fresh connection and read the whole reply."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return Reply(
+            status=response.status,
+            reason=response.reason,
+            content_type=response.headers.get("Content-Type", ""),
+            is_replayed=response.headers.get("Idempotent-Replayed") == "true",
+            body=response.read(),
+        )
+    finally:
+        conn.close()
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """Serialise a JSON body the same way every time, so retries are byte-identical."""
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+class Command(BaseCommand):
+    help = (
+        "Start the example API with runserver on a free port and show a first request, "
+        "a replayed retry, a concurrent burst that executes once, and a mismatch (422)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--port", type=int, default=0, help="Port (default: a free one).")
+        parser.add_argument(
+            "--burst", type=int, default=10, help="Concurrent identical requests in step 3."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        call_command("migrate", interactive=False, verbosity=0)
+        port: int = options["port"] or free_port()
+        self.failures: list[str] = []
+        with tempfile.TemporaryFile() as log:
+            server = self.start_server(port, log)
+            try:
+                self.wait_until_ready(server, port, log)
+                database = settings.DATABASES["default"]
+                self.stdout.write(
+                    f"Example API at http://127.0.0.1:{port}/ "
+                    f"({database['ENGINE'].rsplit('.', 1)[-1]}: {database['NAME']})\n"
+                )
+                self.run_steps(port, options["burst"])
+            finally:
+                self.stop_server(server)
+        if self.failures:
+            raise CommandError(
+                f"{len(self.failures)} expectation(s) failed: " + "; ".join(self.failures)
+            )
+        self.stdout.write(self.style.SUCCESS("\nEvery expectation held."))
+
+    # --- the server --------------------------------------------------------------------------
+
+    def start_server(self, port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
+        """Start ``manage.py runserver`` in a child process, its output going to ``log``."""
+        manage = Path(settings.BASE_DIR) / "manage.py"
+        return subprocess.Popen(
+            [sys.executable, str(manage), "runserver", "--noreload", f"127.0.0.1:{port}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def wait_until_ready(self, server: subprocess.Popen[bytes], port: int, log: IO[bytes]) -> None:
+        """Poll the API until it answers, or fail with the server's own output."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                break
+            try:
+                request(port, "GET", "/api/orders/")
+            except OSError:
+                time.sleep(0.2)
+            else:
+                return
+        log.seek(0)
+        output = log.read().decode("utf-8", "replace")[-3000:]
+        raise CommandError(f"the example API did not start on port {port}:\n{output}")
+
+    def stop_server(self, server: subprocess.Popen[bytes]) -> None:
+        """Terminate the server and wait for it to exit."""
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+    # --- the transcript ----------------------------------------------------------------------
+
+    def expect(self, condition: bool, failure: str) -> None:
+        """Print ok or the failed expectation, and remember failures."""
+        if condition:
+            self.stdout.write(self.style.SUCCESS("   ok"))
+        else:
+            self.failures.append(failure)
+            self.stdout.write(self.style.ERROR(f"   FAILED: expected {failure}"))
+
+    def show(self, reply: Reply) -> None:
+        self.stdout.write(f"   -> {reply.describe()}")
+
+    def run_steps(self, port: int, burst: int) -> None:
+        """Run the five steps against the running API."""
+        key = f"demo-{uuid.uuid4().hex[:12]}"
+        order = {"item": "espresso beans", "quantity": 2, "amount": "18.50"}
+        self.stdout.write(f"1. First request: POST /api/orders/ with Idempotency-Key: {key}")
+        self.stdout.write(f"   {encode(order).decode()}")
+        first = request(port, "POST", "/api/orders/", encode(order), key)
+        self.show(first)
+        self.expect(first.status == 201 and not first.is_replayed, "a fresh 201 Created")
+
+        self.stdout.write("\n2. Retry: the same key and the same body")
+        retry = request(port, "POST", "/api/orders/", encode(order), key)
+        self.show(retry)
+        self.stdout.write(f"   body identical to the first response: {retry.body == first.body}")
+        self.expect(
+            retry.status == 201 and retry.is_replayed and retry.body == first.body,
+            "201 with Idempotent-Replayed: true and the identical body",
+        )
+
+        self.burst(port, burst)
+
+        self.stdout.write("\n4. The first key again, with a different body (quantity 3)")
+        mismatch = request(port, "POST", "/api/orders/", encode({**order, "quantity": 3}), key)
+        self.show(mismatch)
+        self.expect(mismatch.status == 422, "422 for a key reused with a different body")
+
+        self.payments(port, first)
+
+    def burst(self, port: int, size: int) -> None:
+        """Fire identical requests at once with one new key; count what really ran."""
+        key = f"demo-{uuid.uuid4().hex[:12]}"
+        item = f"burst {key}"
+        body = encode({"item": item, "quantity": 1, "amount": "4.20"})
+        self.stdout.write(
+            f"\n3. Burst: {size} identical requests at the same moment, one new key {key}"
+        )
+        barrier = threading.Barrier(size)
+
+        def send(_: int) -> Reply:
+            barrier.wait()
+            return request(port, "POST", "/api/orders/", body, key)
+
+        with ThreadPoolExecutor(max_workers=size) as pool:
+            replies = list(pool.map(send, range(size)))
+        seen = Counter(
+            f"{r.status}{' replayed' if r.is_replayed else ''}" for r in replies
+        ).most_common()
+        created = Order.objects.filter(item=item).count()
+        self.stdout.write("   -> " + ", ".join(f"{label} x{n}" for label, n in seen))
+        self.stdout.write(f"   orders created in the database: {created}")
+        executed = sum(1 for r in replies if r.status == 201 and not r.is_replayed)
+        self.expect(
+            created == 1 and executed == 1 and {r.status for r in replies} <= {201, 409},
+            "exactly one order created, one fresh 201, and only 201 replays or 409s besides",
+        )
+
+    def payments(self, port: int, first_order: Reply) -> None:
+        """Show the plain Django view behind the middleware and @idempotent."""
+        try:
+            order_id = int(json.loads(first_order.body)["id"])
+        except (ValueError, KeyError, TypeError):
+            order_id = Order.objects.create(item="fallback", quantity=1, amount="1.00").pk
+        key = f"demo-{uuid.uuid4().hex[:12]}"
+        payment = {"order": order_id, "amount": "18.50"}
+        self.stdout.write(
+            f"\n5. Plain Django view (middleware + @idempotent): POST /payments/ twice with "
+            f"key {key}, then a different amount"
+        )
+        self.stdout.write(f"   {encode(payment).decode()}")
+        paid = request(port, "POST", "/payments/", encode(payment), key)
+        self.show(paid)
+        again = request(port, "POST", "/payments/", encode(payment), key)
+        self.show(again)
+        other = request(port, "POST", "/payments/", encode({**payment, "amount": "1.00"}), key)
+        self.show(other)
+        self.expect(
+            paid.status == 201
+            and again.status == 201
+            and again.is_replayed
+            and again.body == paid.body
+            and other.status == 422
+            and other.content_type.startswith("application/problem+json"),
+            "201, then the identical 201 replayed, then 422 application/problem+json",
+        )

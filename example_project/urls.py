@@ -1,0 +1,19 @@
+"""URLs of the example project: the DRF orders API and the plain payments view."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from rest_framework.routers import DefaultRouter
+
+from example_project.shop import views
+
+router = DefaultRouter()
+router.register("orders", views.OrderViewSet)
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/", include(router.urls)),
+    path("payments/", views.create_payment, name="payment-create"),
+    path("payments/<int:pk>/", views.payment_detail, name="payment-detail"),
+]
