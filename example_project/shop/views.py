@@ -11,10 +11,10 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
-from django_idempotency.decorators import idempotent
-from django_idempotency.mixins import IdempotencyMixin
 from rest_framework import viewsets
 
+from django_idempotency.decorators import idempotent
+from django_idempotency.mixins import IdempotencyMixin
 from example_project.shop.models import Order, Payment
 from example_project.shop.serializers import OrderSerializer
 
