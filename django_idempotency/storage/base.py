@@ -77,6 +77,11 @@ class Storage(abc.ABC):
     #: Whether ``atomic()`` couples the view's database writes with ``complete()``.
     is_transactional: bool = False
 
+    @property
+    def using(self) -> str | None:
+        """The database alias whose transaction ``atomic()`` opens, if any."""
+        return None
+
     @abc.abstractmethod
     def claim(
         self,
@@ -107,6 +112,10 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def get(self, scope: str, key: str) -> Record | None:
         """Return the live record for (scope, key), if any."""
+
+    def is_rollback_marked(self) -> bool:
+        """Whether the open ``atomic()`` block is already doomed to roll back."""
+        return False
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[None]:

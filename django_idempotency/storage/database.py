@@ -141,6 +141,9 @@ class DatabaseStorage(Storage):
             raise StorageUnavailable("the idempotency database did not answer") from exc
         return None if row is None else _to_record(row)
 
+    def is_rollback_marked(self) -> bool:
+        return transaction.get_rollback(using=self.using)
+
     @contextmanager
     def atomic(self) -> Iterator[None]:
         with transaction.atomic(using=self.using):

@@ -1,0 +1,171 @@
+"""System checks: misconfiguration is reported at start-up, each with an ID and a hint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, register
+from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils.module_loading import import_string
+
+from django_idempotency import checks_cache  # noqa: F401  (registers the cache checks)
+from django_idempotency.conf import DEFAULTS
+from django_idempotency.decorators import get_view_options
+
+MIDDLEWARE_PATH = "django_idempotency.middleware.IdempotencyMiddleware"
+AUTHENTICATION_MIDDLEWARE_PATH = "django.contrib.auth.middleware.AuthenticationMiddleware"
+
+
+def _is_duration(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, timedelta):
+        return value > timedelta(0)
+    return isinstance(value, int | float) and value > 0
+
+
+def _is_str_collection(value: Any) -> bool:
+    return isinstance(value, list | tuple | set | frozenset) and all(
+        isinstance(item, str) for item in value
+    )
+
+
+def _is_dotted_path_or_callable(value: Any) -> bool:
+    return callable(value) or (isinstance(value, str) and "." in value)
+
+
+_VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "IDEMPOTENCY_STORAGE": (lambda v: isinstance(v, str), "a dotted path to a storage class"),
+    "IDEMPOTENCY_DATABASE": (
+        lambda v: v is None or v in settings.DATABASES,
+        "None or a key of DATABASES",
+    ),
+    "IDEMPOTENCY_CACHE_ALIAS": (lambda v: isinstance(v, str), "a cache alias (str)"),
+    "IDEMPOTENCY_HEADER": (lambda v: isinstance(v, str) and bool(v), "a header name (str)"),
+    "IDEMPOTENCY_METHODS": (
+        lambda v: _is_str_collection(v) and bool(v),
+        "a non-empty list of HTTP method names",
+    ),
+    "IDEMPOTENCY_REQUIRED": (lambda v: isinstance(v, bool), "a bool"),
+    "IDEMPOTENCY_TTL": (_is_duration, "a positive timedelta (or seconds)"),
+    "IDEMPOTENCY_LEASE": (_is_duration, "a positive timedelta (or seconds)"),
+    "IDEMPOTENCY_ON_CONFLICT": (lambda v: v in ("reject", "wait"), '"reject" or "wait"'),
+    "IDEMPOTENCY_WAIT_TIMEOUT": (_is_duration, "a positive timedelta (or seconds)"),
+    "IDEMPOTENCY_RETRY_AFTER": (_is_duration, "a positive timedelta (or seconds)"),
+    "IDEMPOTENCY_MISMATCH_STATUS": (lambda v: v in (400, 409, 422), "400, 409 or 422"),
+    "IDEMPOTENCY_REPLAY_HEADERS": (_is_str_collection, "a list of header names"),
+    "IDEMPOTENCY_MAX_RESPONSE_SIZE": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+        "a number of bytes (int >= 0)",
+    ),
+    "IDEMPOTENCY_ATOMIC": (lambda v: isinstance(v, bool), "a bool"),
+    "IDEMPOTENCY_STORE_SERVER_ERRORS": (lambda v: isinstance(v, bool), "a bool"),
+    "IDEMPOTENCY_FAIL_OPEN": (lambda v: isinstance(v, bool), "a bool"),
+    "IDEMPOTENCY_SCOPE": (_is_dotted_path_or_callable, "a dotted path or a callable"),
+    "IDEMPOTENCY_FINGERPRINT": (_is_dotted_path_or_callable, "a dotted path or a callable"),
+}
+
+
+@register()
+def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    """Report ``IDEMPOTENCY_*`` settings of the wrong type or range (E001)."""
+    errors: list[CheckMessage] = []
+    for name, (is_valid, expected) in _VALIDATORS.items():
+        value = getattr(settings, name, DEFAULTS[name])
+        if not is_valid(value):
+            errors.append(
+                Error(
+                    f"{name} is {value!r}, which is not {expected}.",
+                    hint=f"Set {name} to {expected}, or remove it to use the default "
+                    f"({DEFAULTS[name]!r}).",
+                    id="django_idempotency.E001",
+                )
+            )
+    return errors
+
+
+@register()
+def check_storage(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    """Report an ``IDEMPOTENCY_STORAGE`` that cannot be imported or is not a storage (E002)."""
+    from django_idempotency.storage.base import Storage
+
+    path = getattr(settings, "IDEMPOTENCY_STORAGE", DEFAULTS["IDEMPOTENCY_STORAGE"])
+    if not isinstance(path, str):
+        return []  # E001 reports it
+    try:
+        storage_class = import_string(path)
+    except ImportError as exc:
+        return [
+            Error(
+                f"IDEMPOTENCY_STORAGE {path!r} cannot be imported ({exc}).",
+                hint="Use django_idempotency.storage.DatabaseStorage or "
+                "django_idempotency.storage.CacheStorage, or the dotted path of your own.",
+                id="django_idempotency.E002",
+            )
+        ]
+    if not (isinstance(storage_class, type) and issubclass(storage_class, Storage)):
+        return [
+            Error(
+                f"IDEMPOTENCY_STORAGE {path!r} is not a django_idempotency Storage subclass.",
+                hint="Subclass django_idempotency.storage.Storage.",
+                id="django_idempotency.E002",
+            )
+        ]
+    return []
+
+
+@register()
+def check_middleware(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    """Report the middleware placed before authentication (E003)."""
+    middleware = list(settings.MIDDLEWARE)
+    if MIDDLEWARE_PATH not in middleware or AUTHENTICATION_MIDDLEWARE_PATH not in middleware:
+        return []
+    if middleware.index(MIDDLEWARE_PATH) < middleware.index(AUTHENTICATION_MIDDLEWARE_PATH):
+        return [
+            Error(
+                "IdempotencyMiddleware comes before AuthenticationMiddleware, so every "
+                "request would share the anonymous scope.",
+                hint=f"Move {MIDDLEWARE_PATH!r} after {AUTHENTICATION_MIDDLEWARE_PATH!r} "
+                "in MIDDLEWARE.",
+                id="django_idempotency.E003",
+            )
+        ]
+    return []
+
+
+@register(Tags.urls)
+def check_decorated_views(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Report ``@idempotent`` views left unprotected because the middleware is absent (E004)."""
+    if MIDDLEWARE_PATH in settings.MIDDLEWARE or not getattr(settings, "ROOT_URLCONF", None):
+        return []
+    decorated = sorted(
+        {
+            f"{view.__module__}.{getattr(view, '__qualname__', view.__class__.__name__)}"
+            for view in _views(get_resolver().url_patterns)
+            if get_view_options(view) is not None
+        }
+    )
+    if not decorated:
+        return []
+    return [
+        Error(
+            f"{len(decorated)} view(s) use @idempotent but IdempotencyMiddleware is not "
+            f"installed, so their keys are ignored: {', '.join(decorated)}.",
+            hint=f"Add {MIDDLEWARE_PATH!r} to MIDDLEWARE after AuthenticationMiddleware.",
+            id="django_idempotency.E004",
+        )
+    ]
+
+
+def _views(patterns: Sequence[URLPattern | URLResolver]) -> Iterator[Callable[..., Any]]:
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            yield from _views(pattern.url_patterns)
+        else:
+            yield pattern.callback

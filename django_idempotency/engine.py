@@ -1,0 +1,240 @@
+"""The engine: HTTP semantics of idempotency keys over any storage (DESIGN §3, §4)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from contextlib import AbstractContextManager
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+
+from django_idempotency.exceptions import (
+    IdempotencyKeyInProgress,
+    IdempotencyKeyMismatch,
+    IdempotencyKeyMissing,
+    IdempotencyKeyNotReplayable,
+    IdempotencyLeaseExpired,
+    IdempotencyRequestTooLarge,
+    IdempotencyStoreUnavailable,
+)
+from django_idempotency.keys import parse_key
+from django_idempotency.policy import Policy
+from django_idempotency.responses import is_storable, problem_response, replay_response
+from django_idempotency.signals import idempotency_failed_open, idempotency_replayed
+from django_idempotency.storage.base import (
+    Claim,
+    OwnershipLost,
+    Record,
+    State,
+    StorageUnavailable,
+    StoredResponse,
+)
+
+logger = logging.getLogger(__name__)
+
+# How often a request in "wait" mode looks again at an in-flight key.
+_WAIT_POLL_SECONDS = 0.05
+_MAX_SCOPE_LENGTH = 255
+
+#: The body stored for a request that raised, when the outcome is unknown (DESIGN §4).
+_UNKNOWN_OUTCOME = StoredResponse(
+    status=500,
+    headers=(("Content-Type", "application/problem+json"),),
+    body=(
+        b'{"title": "Internal Server Error", "status": 500, "detail": "The original request '
+        b'failed with an unexpected error. It is not run again, because it may have had effects."}'
+    ),
+)
+
+
+def begin(request: HttpRequest, policy: Policy) -> Execution | HttpResponse | None:
+    """Decide what to do with ``request`` before its view runs.
+
+    Return ``None`` when the request is not covered (the view runs as usual), a response
+    to send instead of running the view (a replay), or an ``Execution`` when this request
+    owns the key and must run the view. Raise an ``IdempotencyError`` for every problem.
+    """
+    method = (request.method or "").upper()
+    if method not in policy.methods:
+        return None
+    raw_key = request.headers.get(policy.header)
+    if raw_key is None:
+        if policy.required:
+            raise IdempotencyKeyMissing
+        return None
+    key = parse_key(raw_key)
+    try:
+        fingerprint = policy.fingerprint(request)
+    except RequestDataTooBig as exc:
+        raise IdempotencyRequestTooLarge from exc
+    scope = _bounded_scope(policy.scope(request))
+    deadline = time.monotonic() + policy.wait_timeout.total_seconds()
+    while True:
+        try:
+            result = policy.storage.claim(
+                scope, key, fingerprint, lease=policy.lease, method=method, path=request.path
+            )
+        except StorageUnavailable as exc:
+            if policy.fail_open:
+                logger.warning(
+                    "Idempotency store unavailable; %s %s runs unprotected (fail-open).",
+                    method,
+                    request.path,
+                    exc_info=exc,
+                )
+                idempotency_failed_open.send(sender=Policy, request=request, key=key, error=exc)
+                return None
+            raise IdempotencyStoreUnavailable(retry_after=policy.retry_after) from exc
+        if isinstance(result, Claim):
+            return Execution(policy, result)
+        replay = _answer_existing(result, fingerprint, policy)
+        if replay is not None:
+            idempotency_replayed.send(sender=Policy, request=request, key=key)
+            return replay
+        if policy.on_conflict != "wait" or time.monotonic() >= deadline:
+            raise IdempotencyKeyInProgress(retry_after=policy.retry_after)
+        time.sleep(min(_WAIT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+
+def _answer_existing(record: Record, fingerprint: str, policy: Policy) -> HttpResponse | None:
+    # IETF draft §2.7: the key was used for another request; whatever its state, that is 422.
+    if record.fingerprint != fingerprint:
+        raise IdempotencyKeyMismatch(status_code=policy.mismatch_status)
+    if record.state is State.NOT_REPLAYABLE:
+        raise IdempotencyKeyNotReplayable
+    if record.state is State.COMPLETED and record.response is not None:
+        return replay_response(record.response)
+    return None
+
+
+def _bounded_scope(scope: str) -> str:
+    if len(scope) <= _MAX_SCOPE_LENGTH:
+        return scope
+    return "sha256:" + hashlib.sha256(scope.encode()).hexdigest()
+
+
+class _RollBack(Exception):
+    """Thrown into the storage's atomic block to roll it back."""
+
+
+class Execution:
+    """A request that owns its key: open the transaction, then store or release the outcome."""
+
+    def __init__(self, policy: Policy, claim: Claim) -> None:
+        self.policy = policy
+        self.claim = claim
+        self._atomic: AbstractContextManager[Any] | None = None
+
+    def enter(self) -> None:
+        """Open the transaction that the view and the stored response share."""
+        if self.policy.is_atomic:
+            atomic = self.policy.storage.atomic()
+            atomic.__enter__()
+            self._atomic = atomic
+
+    def finish(self, response: HttpResponseBase) -> HttpResponseBase:
+        """Store or release according to the view's response, then close the transaction."""
+        render = getattr(response, "render", None)
+        if callable(render) and not getattr(response, "is_rendered", True):
+            render()
+        status = response.status_code
+        if not self._is_outcome_known(status):
+            self._close(commit=False)
+            self._release()
+            return response
+        replayable = is_storable(response, self.policy.max_response_size)
+        stored = self._to_stored(response, replayable)
+        if self._atomic is not None and self.policy.storage.is_rollback_marked():
+            # The view's transaction is doomed (DRF marks it after a handled error under
+            # ATOMIC_REQUESTS): nothing it wrote will stay. A deterministic error is still
+            # the outcome; a success whose writes vanish is not, so the key is released.
+            self._close(commit=False)
+            if status < 400:
+                self._release()
+                return response
+            return self._complete(stored, replayable, response)
+        return self._complete(stored, replayable, response)
+
+    def abort(self) -> None:
+        """Roll back after the view raised; release the key, or store an unknown outcome."""
+        atomic = self._atomic is not None
+        self._close(commit=False)
+        if atomic or not self.policy.store_server_errors:
+            self._release()
+            return
+        try:
+            self.policy.storage.complete(self.claim, _UNKNOWN_OUTCOME, ttl=self.policy.ttl)
+        except (OwnershipLost, StorageUnavailable):
+            logger.warning("Could not store the failed outcome of an idempotent request.")
+
+    def _is_outcome_known(self, status: int) -> bool:
+        # DESIGN §4: 409 and 429 from the view are transient; a 5xx inside the rolled-back
+        # transaction means nothing happened, outside it the outcome is unknown.
+        if status in (409, 429):
+            return False
+        if status >= 500:
+            return not self.policy.is_atomic and self.policy.store_server_errors
+        return True
+
+    def _to_stored(self, response: HttpResponseBase, replayable: bool) -> StoredResponse:
+        if not replayable:
+            return StoredResponse(status=response.status_code)
+        assert isinstance(response, HttpResponse)
+        headers = tuple(
+            (name, value)
+            for name, value in response.items()
+            if self.policy.should_replay_header(name)
+        )
+        return StoredResponse(status=response.status_code, headers=headers, body=response.content)
+
+    def _complete(
+        self, stored: StoredResponse, replayable: bool, response: HttpResponseBase
+    ) -> HttpResponseBase:
+        try:
+            self.policy.storage.complete(
+                self.claim, stored, ttl=self.policy.ttl, replayable=replayable
+            )
+        except OwnershipLost:
+            if self._atomic is None:
+                # Without a shared transaction the view's effects are done; the client
+                # still gets its response, but a retry after the takeover may run again.
+                logger.warning("An idempotent request finished after its lease ended.")
+                return response
+            self._close(commit=False)
+            return problem_response(IdempotencyLeaseExpired(retry_after=self.policy.retry_after))
+        except StorageUnavailable:
+            if self._atomic is None:
+                logger.error("Could not store the response of an idempotent request.")
+                return response
+            self._close(commit=False)
+            self._release()
+            return problem_response(
+                IdempotencyStoreUnavailable(retry_after=self.policy.retry_after)
+            )
+        try:
+            self._close(commit=True)
+        except DatabaseError:
+            # The commit failed, so neither the view's writes nor the response were kept.
+            self._release()
+            raise
+        return response
+
+    def _close(self, *, commit: bool) -> None:
+        atomic, self._atomic = self._atomic, None
+        if atomic is None:
+            return
+        if commit:
+            atomic.__exit__(None, None, None)
+        else:
+            atomic.__exit__(_RollBack, _RollBack(), None)
+
+    def _release(self) -> None:
+        try:
+            self.policy.storage.release(self.claim)
+        except StorageUnavailable:
+            logger.warning("Could not release an idempotency key; it frees when its lease ends.")

@@ -1,0 +1,113 @@
+"""Errors the engine answers with; each has a stable code and problem type (RFC 9457)."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+PROBLEM_TYPE_BASE = "https://django-idempotency.readthedocs.io/en/latest/errors/#"
+
+
+class IdempotencyError(Exception):
+    """A request that the idempotency layer answers itself, without running the view."""
+
+    status_code: int = 400
+    default_code: str = "idempotency_error"
+    title: str = "Idempotency error"
+    default_detail: str = "The request could not be handled idempotently."
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        status_code: int | None = None,
+        retry_after: timedelta | None = None,
+    ) -> None:
+        self.detail = detail or self.default_detail
+        if status_code is not None:
+            self.status_code = status_code
+        self.retry_after = retry_after
+        super().__init__(self.detail)
+
+    @property
+    def type_uri(self) -> str:
+        return PROBLEM_TYPE_BASE + self.default_code.replace("_", "-")
+
+    @property
+    def retry_after_seconds(self) -> int | None:
+        """Return ``Retry-After`` in whole seconds (at least 1), or None."""
+        if self.retry_after is None:
+            return None
+        return max(1, math.ceil(self.retry_after.total_seconds()))
+
+
+class IdempotencyKeyMissing(IdempotencyError):
+    # IETF draft-ietf-httpapi-idempotency-key-header §2.7: a required key that is absent is 400.
+    status_code = 400
+    default_code = "idempotency_key_missing"
+    title = "Idempotency-Key header missing"
+    default_detail = "This endpoint requires an Idempotency-Key header."
+
+
+class IdempotencyKeyInvalid(IdempotencyError):
+    status_code = 400
+    default_code = "idempotency_key_invalid"
+    title = "Idempotency-Key header invalid"
+    default_detail = (
+        "The Idempotency-Key header must be 1 to 255 visible ASCII characters, "
+        "bare or as a quoted string."
+    )
+
+
+class IdempotencyKeyInProgress(IdempotencyError):
+    # IETF draft §2.7: a retry while the original is still being processed is 409.
+    status_code = 409
+    default_code = "idempotency_key_in_progress"
+    title = "Request with this Idempotency-Key is in progress"
+    default_detail = "A request with this Idempotency-Key is still being processed; retry later."
+
+
+class IdempotencyKeyMismatch(IdempotencyError):
+    # IETF draft §2.7: a key reused with a different request payload is 422.
+    status_code = 422
+    default_code = "idempotency_key_mismatch"
+    title = "Idempotency-Key reused with a different request"
+    default_detail = (
+        "This Idempotency-Key was already used for a different request "
+        "(method, path, query or body)."
+    )
+
+
+class IdempotencyKeyNotReplayable(IdempotencyError):
+    status_code = 409
+    default_code = "idempotency_key_not_replayable"
+    title = "Response for this Idempotency-Key cannot be replayed"
+    default_detail = (
+        "The request with this Idempotency-Key was processed, but its response "
+        "(streaming, a file, or too large) was not stored. It will not run again."
+    )
+
+
+class IdempotencyLeaseExpired(IdempotencyError):
+    status_code = 409
+    default_code = "idempotency_lease_expired"
+    title = "Request outlived its Idempotency-Key lease"
+    default_detail = (
+        "Processing took longer than the Idempotency-Key lease, so its changes were "
+        "rolled back. Retry the request."
+    )
+
+
+class IdempotencyRequestTooLarge(IdempotencyError):
+    status_code = 413
+    default_code = "idempotency_request_too_large"
+    title = "Request body too large"
+    default_detail = "The request body is larger than this server accepts."
+
+
+class IdempotencyStoreUnavailable(IdempotencyError):
+    # DESIGN §2.5: fail closed when the store cannot confirm ownership of the key.
+    status_code = 503
+    default_code = "idempotency_store_unavailable"
+    title = "Idempotency store unavailable"
+    default_detail = "The request was not processed because idempotency keys cannot be checked now."

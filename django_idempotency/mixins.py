@@ -1,0 +1,219 @@
+"""``IdempotencyMixin``: idempotency keys for Django REST framework views."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from datetime import timedelta
+from typing import Any
+
+from django.db import connections, transaction
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+from rest_framework import exceptions
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from django_idempotency import engine
+from django_idempotency.conf import OnConflict, idempotency_settings, resolve_callable
+from django_idempotency.exceptions import IdempotencyError
+from django_idempotency.middleware import HANDLED_BY_VIEW_ATTRIBUTE
+from django_idempotency.policy import OPTION_NAMES, Policy
+from django_idempotency.storage.base import Storage
+
+
+class IdempotencyAPIException(exceptions.APIException):
+    """An ``IdempotencyError`` for DRF's exception handler, with its status, code and wait."""
+
+    def __init__(self, error: IdempotencyError) -> None:
+        self.status_code = error.status_code
+        super().__init__(detail=error.detail, code=error.default_code)
+        self.error = error
+        # DRF's exception handler turns ``wait`` into Retry-After.
+        self.wait = error.retry_after_seconds
+
+
+class _Replay(Exception):
+    """Carries a replayed response from ``initial()`` past the handler."""
+
+    def __init__(self, response: HttpResponse) -> None:
+        super().__init__()
+        self.response = response
+
+
+class _NonAtomicFor(set[str]):
+    """``_non_atomic_requests`` that also holds the alias the view's claims commit on.
+
+    Django wraps views in ``ATOMIC_REQUESTS`` transactions before ``dispatch()``. The claim
+    must commit before the view's transaction opens, so the mixin opens that transaction
+    itself, after the claim, on the alias this names (resolved per request).
+    """
+
+    def __init__(self, alias: Callable[[], str | None]) -> None:
+        super().__init__()
+        self._alias = alias
+
+    def __contains__(self, alias: object) -> bool:
+        return alias == self._alias() or super().__contains__(alias)
+
+
+class IdempotencyMixin:
+    """Make a DRF view honour ``Idempotency-Key``; put it first among the view's bases.
+
+    Every ``IDEMPOTENCY_*`` setting can be overridden with an ``idempotency_<name>``
+    attribute (``None`` keeps the setting) or a ``get_idempotency_<name>()`` hook.
+    """
+
+    idempotency_required: bool | None = None
+    idempotency_methods: Iterable[str] | None = None
+    idempotency_ttl: timedelta | int | None = None
+    idempotency_lease: timedelta | int | None = None
+    idempotency_on_conflict: OnConflict | None = None
+    idempotency_wait_timeout: timedelta | int | None = None
+    idempotency_retry_after: timedelta | int | None = None
+    idempotency_mismatch_status: int | None = None
+    idempotency_replay_headers: Iterable[str] | None = None
+    idempotency_max_response_size: int | None = None
+    idempotency_atomic: bool | None = None
+    idempotency_store_server_errors: bool | None = None
+    idempotency_fail_open: bool | None = None
+    idempotency_scope: str | Callable[[HttpRequest], str] | None = None
+    idempotency_fingerprint: str | Callable[[HttpRequest], str] | None = None
+    idempotency_storage: str | Storage | None = None
+
+    _idempotency_execution: engine.Execution | None = None
+    _idempotency_atomic: AbstractContextManager[Any] | None = None
+
+    @classmethod
+    def as_view(cls, *args: Any, **initkwargs: Any) -> Callable[..., HttpResponseBase]:
+        view: Any = super().as_view(*args, **initkwargs)  # type: ignore[misc]
+        setattr(view, HANDLED_BY_VIEW_ATTRIBUTE, True)
+        view._non_atomic_requests = _NonAtomicFor(cls._idempotency_claim_alias)
+        return view  # type: ignore[no-any-return]
+
+    @classmethod
+    def _idempotency_claim_alias(cls) -> str | None:
+        options = {name: getattr(cls, f"idempotency_{name}") for name in OPTION_NAMES}
+        policy = Policy.build(options)
+        return policy.storage.using if policy.is_atomic else None
+
+    # Hooks: override to decide per request.
+
+    def get_idempotency_required(self) -> bool | None:
+        return self.idempotency_required
+
+    def get_idempotency_methods(self) -> Iterable[str] | None:
+        return self.idempotency_methods
+
+    def get_idempotency_ttl(self) -> timedelta | int | None:
+        return self.idempotency_ttl
+
+    def get_idempotency_lease(self) -> timedelta | int | None:
+        return self.idempotency_lease
+
+    def get_idempotency_on_conflict(self) -> OnConflict | None:
+        return self.idempotency_on_conflict
+
+    def get_idempotency_scope(self, request: HttpRequest) -> str:
+        """Return whose key this is; by default the DRF-authenticated user."""
+        return resolve_callable(self.idempotency_scope or idempotency_settings.SCOPE)(request)
+
+    def get_idempotency_fingerprint(self, request: HttpRequest) -> str:
+        """Return the hash that identifies what the request asks for."""
+        chosen = self.idempotency_fingerprint or idempotency_settings.FINGERPRINT
+        return resolve_callable(chosen)(request)
+
+    def get_idempotency_options(self) -> dict[str, Any]:
+        """Return this request's overrides of the settings."""
+        options: dict[str, Any] = {
+            name: getattr(self, f"idempotency_{name}") for name in OPTION_NAMES
+        }
+        options.update(
+            required=self.get_idempotency_required(),
+            methods=self.get_idempotency_methods(),
+            ttl=self.get_idempotency_ttl(),
+            lease=self.get_idempotency_lease(),
+            on_conflict=self.get_idempotency_on_conflict(),
+            scope=self.get_idempotency_scope,
+            fingerprint=self.get_idempotency_fingerprint,
+        )
+        return options
+
+    # DRF's request cycle.
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        self._idempotency_execution = None
+        self._idempotency_atomic = None
+        _keep_body(request)
+        try:
+            return super().dispatch(request, *args, **kwargs)  # type: ignore[misc, no-any-return]
+        except BaseException:
+            execution, self._idempotency_execution = self._idempotency_execution, None
+            if execution is not None:
+                execution.abort()
+            self._close_request_transaction(failed=True)
+            raise
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        # Authentication, permissions and throttles run first: the scope is the DRF user,
+        # and a request refused by them never claims a key.
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        policy = Policy.build(self.get_idempotency_options())
+        try:
+            decision = engine.begin(request, policy)  # type: ignore[arg-type]
+        except IdempotencyError as error:
+            raise IdempotencyAPIException(error) from error
+        if isinstance(decision, HttpResponse):
+            raise _Replay(decision)
+        if isinstance(decision, engine.Execution):
+            decision.enter()
+            self._idempotency_execution = decision
+            return
+        self._open_request_transaction(policy)
+
+    def handle_exception(self, exc: Exception) -> HttpResponseBase:
+        if isinstance(exc, _Replay):
+            return exc.response
+        return super().handle_exception(exc)  # type: ignore[misc, no-any-return]
+
+    def finalize_response(
+        self, request: Request, response: HttpResponseBase, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        execution, self._idempotency_execution = self._idempotency_execution, None
+        if execution is not None:
+            if isinstance(response, Response):
+                response.render()
+            return execution.finish(response)
+        self._close_request_transaction(failed=False)
+        return response
+
+    def _open_request_transaction(self, policy: Policy) -> None:
+        # The view opted out of ATOMIC_REQUESTS on the claim's alias (see _NonAtomicFor);
+        # a request that claims nothing still gets the transaction it was promised.
+        alias = policy.storage.using if policy.is_atomic else None
+        if alias is not None and connections.settings[alias]["ATOMIC_REQUESTS"]:
+            self._idempotency_atomic = transaction.atomic(using=alias)
+            self._idempotency_atomic.__enter__()
+
+    def _close_request_transaction(self, *, failed: bool) -> None:
+        atomic, self._idempotency_atomic = self._idempotency_atomic, None
+        if atomic is None:
+            return
+        if failed:
+            atomic.__exit__(RuntimeError, RuntimeError("view failed"), None)
+        else:
+            atomic.__exit__(None, None, None)
+
+
+def _keep_body(request: HttpRequest) -> None:
+    # Read the body now, while it can still be read raw: DRF's parsers (or a CSRF check in
+    # SessionAuthentication) would otherwise consume the stream before the fingerprint.
+    if request.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
+        return
+    if idempotency_settings.HEADER not in request.headers:
+        return
+    try:
+        request.body  # noqa: B018
+    except Exception:  # the fingerprint meets the same error and reports it as a problem
+        return

@@ -1,0 +1,157 @@
+"""Views the tests drive: one behaviour, behind each entry point."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from django.db import transaction
+from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework import serializers, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from django_idempotency.decorators import idempotency_exempt, idempotent
+from django_idempotency.mixins import IdempotencyMixin
+from tests.testapp.models import Execution, Order
+
+
+def behave(payload: dict[str, Any], label: str) -> HttpResponse:
+    """Record one execution, then answer as the payload asks.
+
+    Payload keys: ``status``, ``sleep`` (seconds), ``raise`` (bool), ``binary`` (bool),
+    ``stream`` (bool), ``file`` (bool), ``size`` (body bytes), ``set_cookie`` (bool),
+    ``location`` (str), ``rollback`` (bool: mark the transaction for rollback).
+    """
+    Execution.objects.create(label=label)
+    if payload.get("sleep"):
+        time.sleep(float(payload["sleep"]))
+    if payload.get("raise"):
+        raise RuntimeError("the view failed")
+    status = int(payload.get("status", 201))
+    if payload.get("stream"):
+        return StreamingHttpResponse(iter([b"chunk-1 ", b"chunk-2"]), status=status)  # type: ignore[return-value]
+    if payload.get("file"):
+        import io
+
+        return FileResponse(io.BytesIO(b"file body"), status=status)  # type: ignore[return-value]
+    if payload.get("binary"):
+        body = bytes(range(256)) * 4
+        response = HttpResponse(body, status=status, content_type="application/octet-stream")
+    elif payload.get("size"):
+        response = HttpResponse(b"x" * int(payload["size"]), status=status, content_type="text/plain")
+    else:
+        executions = Execution.objects.filter(label=label).count()
+        body = json.dumps({"label": label, "executions": executions, "echo": payload}).encode()
+        response = HttpResponse(body, status=status, content_type="application/json")
+    if payload.get("location"):
+        response["Location"] = payload["location"]
+    response["X-Not-Allow-Listed"] = "dropped on replay"
+    response["ETag"] = '"v1"'
+    if payload.get("set_cookie"):
+        response.set_cookie("session-ish", "secret")
+    return response
+
+
+def _payload(request: HttpRequest) -> dict[str, Any]:
+    try:
+        data = json.loads(request.body or b"{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _label(request: HttpRequest, payload: dict[str, Any]) -> str:
+    return str(payload.get("label") or request.path)
+
+
+@csrf_exempt
+def plain_behave(request: HttpRequest) -> HttpResponse:
+    payload = _payload(request)
+    return behave(payload, _label(request, payload))
+
+
+@csrf_exempt
+@idempotent(required=True, methods=["POST", "PATCH", "DELETE"])
+def decorated_behave(request: HttpRequest) -> HttpResponse:
+    payload = _payload(request)
+    return behave(payload, _label(request, payload))
+
+
+@csrf_exempt
+@idempotent(required=True, on_conflict="wait", wait_timeout=10)
+def decorated_wait(request: HttpRequest) -> HttpResponse:
+    payload = _payload(request)
+    return behave(payload, _label(request, payload))
+
+
+@csrf_exempt
+@idempotency_exempt
+def exempt_behave(request: HttpRequest) -> HttpResponse:
+    payload = _payload(request)
+    return behave(payload, _label(request, payload))
+
+
+@csrf_exempt
+async def async_behave(request: HttpRequest) -> HttpResponse:
+    from asgiref.sync import sync_to_async
+
+    payload = _payload(request)
+    return await sync_to_async(behave)(payload, _label(request, payload))
+
+
+class DRFBehaveView(IdempotencyMixin, APIView):
+    idempotency_methods = ["POST", "PATCH", "DELETE"]
+
+    def post(self, request: Request) -> HttpResponse:
+        payload = dict(request.data) if isinstance(request.data, dict) else {}
+        if payload.get("validation_error"):
+            Execution.objects.create(label=_label(request, payload))
+            raise serializers.ValidationError({"item": ["bad"]})
+        return behave(payload, _label(request, payload))
+
+    patch = post
+    delete = post
+
+
+class DRFRequiredView(DRFBehaveView):
+    idempotency_required = True
+
+
+class DRFWaitView(DRFBehaveView):
+    idempotency_required = True
+    idempotency_on_conflict = "wait"
+    idempotency_wait_timeout = 10
+
+
+class DRFWithoutMixinView(APIView):
+    """A DRF view without the mixin: the middleware scopes it by credentials."""
+
+    def post(self, request: Request) -> HttpResponse:
+        payload = dict(request.data) if isinstance(request.data, dict) else {}
+        return behave(payload, _label(request, payload))
+
+
+class OrderSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Order
+        fields = ["id", "item", "quantity", "created_at"]
+
+
+class OrderViewSet(IdempotencyMixin, viewsets.ModelViewSet):
+    queryset = Order.objects.all()
+    serializer_class = OrderSerializer
+    idempotency_required = True
+
+    def perform_create(self, serializer: OrderSerializer) -> None:
+        with transaction.atomic():
+            serializer.save()
+            Execution.objects.create(label="order")
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().create(request, *args, **kwargs)
+        response["Location"] = f"/api/orders/{response.data['id']}/"
+        return response
