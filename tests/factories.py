@@ -1,0 +1,45 @@
+"""factory-boy factories for the test suite."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import factory
+from django.utils import timezone
+
+from django_idempotency.models import IdempotencyKey
+from django_idempotency.storage.base import new_token
+
+
+class IdempotencyKeyFactory(factory.django.DjangoModelFactory[IdempotencyKey]):
+    """A completed, replayable record that is still live."""
+
+    class Meta:
+        model = IdempotencyKey
+
+    scope = "user:1"
+    key = factory.Sequence(lambda n: f"key-{n:06d}")
+    state = IdempotencyKey.State.COMPLETED
+    fingerprint = factory.Faker("sha256")
+    token = factory.LazyFunction(new_token)
+    method = "POST"
+    path = "/orders/"
+    created_at = factory.LazyFunction(timezone.now)
+    completed_at = factory.LazyAttribute(lambda o: o.created_at + timedelta(milliseconds=120))
+    expires_at = factory.LazyAttribute(lambda o: o.created_at + timedelta(hours=24))
+    response_status = 201
+    response_headers = factory.LazyFunction(lambda: [["Content-Type", "application/json"]])
+    response_body = b'{"id": 1, "status": "created"}'
+
+    class Params:
+        in_flight = factory.Trait(
+            state=IdempotencyKey.State.IN_FLIGHT,
+            completed_at=None,
+            expires_at=factory.LazyAttribute(lambda o: o.created_at + timedelta(seconds=60)),
+            response_status=None,
+            response_headers=factory.LazyFunction(list),
+            response_body=b"",
+        )
+        expired = factory.Trait(
+            created_at=factory.LazyFunction(lambda: timezone.now() - timedelta(days=2)),
+        )
