@@ -1,0 +1,520 @@
+"""What only CacheStorage promises: key shape, round trips, outages and its system checks."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+from django.core.checks import registry
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+from django_redis import get_redis_connection
+
+from django_idempotency.checks_cache import check_cache_eviction_policy, check_cache_storage
+from django_idempotency.storage import (
+    CacheStorage,
+    Claim,
+    Record,
+    State,
+    StorageUnavailable,
+    StoredResponse,
+)
+
+LONG = timedelta(seconds=30)
+RESPONSE = StoredResponse(201, (("Content-Type", "application/json"),), b'{"id": 7}')
+REDIS_OPTIONS = {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1}
+# Socket timeouts are 1 s; an outage must be reported well before a client gives up.
+OUTAGE_DEADLINE = 3.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def redis_cache_config(port: int, **options: Any) -> dict[str, Any]:
+    return {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": f"redis://127.0.0.1:{port}/0",
+        "OPTIONS": {**REDIS_OPTIONS, **options},
+    }
+
+
+def caches_with(idempotency: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "idempotency": idempotency,
+    }
+
+
+class RedisServer:
+    """A private redis-server, so tests may stop it or reconfigure it freely."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            if os.environ.get("IDEMPOTENCY_REQUIRE_SERVICES") == "1":
+                pytest.fail("redis-server is not on PATH")
+            pytest.skip("needs the redis-server binary on PATH to start a private Redis")
+        self.process = subprocess.Popen(
+            [
+                executable,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"redis-server on port {self.port} did not start")
+                time.sleep(0.05)
+            finally:
+                client.close()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    try:
+        with override_settings(CACHES=caches_with(redis_cache_config(server.port))):
+            yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def storage(redis_cache: object) -> CacheStorage:
+    return CacheStorage("idempotency")
+
+
+@pytest.fixture
+def key() -> str:
+    return f"key-{uuid.uuid4()}"
+
+
+def claim(storage: CacheStorage, key: str, lease: timedelta = LONG) -> Claim:
+    result = storage.claim("scope", key, "fp", lease=lease, method="POST", path="/orders")
+    assert isinstance(result, Claim)
+    return result
+
+
+# Key shape and expiry
+
+
+@pytest.mark.redis
+def test_record_key__is_one_hash_tagged_key(storage: CacheStorage, key: str) -> None:
+    record_key = storage.record_key("scope", key)
+
+    assert re.fullmatch(r"idempotency:\{[0-9a-f]{64}\}", record_key)
+    assert record_key != storage.record_key("other-scope", key)
+
+
+def test_record_key__uses_cache_key_prefix(key: str) -> None:
+    config = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": "redis://127.0.0.1:6379/15",
+        "KEY_PREFIX": "shop",
+    }
+    with override_settings(CACHES=caches_with(config)):
+        record_key = CacheStorage("idempotency").record_key("scope", key)
+
+    assert re.fullmatch(r"shop:idempotency:\{[0-9a-f]{64}\}", record_key)
+
+
+@pytest.mark.redis
+def test_claim__stores_one_key_with_lease_ttl_then_retention_ttl(
+    private_redis: RedisServer, key: str
+) -> None:
+    # A private server, so that the key count sees no other test's records.
+    storage = CacheStorage("idempotency")
+    client = get_redis_connection("idempotency")
+
+    owner = claim(storage, key, lease=timedelta(seconds=40))
+
+    assert client.keys("*") == [storage.record_key("scope", key).encode()]
+    assert 38_000 < client.pttl(storage.record_key("scope", key)) <= 40_000
+    storage.complete(owner, RESPONSE, ttl=timedelta(hours=2))
+    assert client.keys("*") == [storage.record_key("scope", key).encode()]
+    assert 7_100_000 < client.pttl(storage.record_key("scope", key)) <= 7_200_000
+
+
+@pytest.mark.redis
+def test_claim__runs_again_after_script_cache_flush(storage: CacheStorage, key: str) -> None:
+    claim(storage, f"{key}-warm")
+    get_redis_connection("idempotency").script_flush()
+
+    owner = claim(storage, key)
+
+    assert storage.get("scope", key) is not None
+    assert storage.release(owner)
+
+
+@pytest.mark.redis
+def test_claim__repeated_with_same_token_keeps_ownership(
+    storage: CacheStorage, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A claim whose reply got lost is sent again by redis-py with the same token; the
+    # retry must find itself the owner, not a stranger's in-flight record.
+    monkeypatch.setattr("django_idempotency.storage.cache.new_token", lambda: "t" * 32)
+    first = claim(storage, key)
+
+    again = storage.claim("scope", key, "fp", lease=LONG)
+
+    assert isinstance(again, Claim)
+    assert again.token == first.token
+
+
+@pytest.mark.redis
+def test_complete__repeated_by_same_owner_succeeds(storage: CacheStorage, key: str) -> None:
+    # Likewise a completion whose reply got lost must not report a lost ownership.
+    owner = claim(storage, key)
+    storage.complete(owner, RESPONSE, ttl=LONG)
+
+    storage.complete(owner, RESPONSE, ttl=LONG)
+
+    record = storage.get("scope", key)
+    assert record is not None
+    assert (record.state, record.response) == (State.COMPLETED, RESPONSE)
+
+
+# Round trips on the request path
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Record every write of a command (or pipeline) to a Redis socket."""
+    sent: list[bytes] = []
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        sent.append(b"".join(command) if isinstance(command, list) else bytes(command))
+        original(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+    return sent
+
+
+@pytest.mark.redis
+def test_round_trips__first_request_takes_two(
+    storage: CacheStorage, key: str, round_trips: list[bytes]
+) -> None:
+    storage.complete(claim(storage, f"{key}-warm"), RESPONSE, ttl=LONG)
+    round_trips.clear()
+
+    owner = claim(storage, key)
+    storage.complete(owner, RESPONSE, ttl=LONG)
+
+    assert len(round_trips) == 2
+
+
+@pytest.mark.redis
+def test_round_trips__replay_takes_one(
+    storage: CacheStorage, key: str, round_trips: list[bytes]
+) -> None:
+    storage.complete(claim(storage, key), RESPONSE, ttl=LONG)
+    round_trips.clear()
+
+    replay = storage.claim("scope", key, "fp", lease=LONG)
+
+    assert isinstance(replay, Record)
+    assert replay.response == RESPONSE
+    assert len(round_trips) == 1
+
+
+@pytest.mark.redis
+def test_round_trips__in_flight_conflict_takes_one(
+    storage: CacheStorage, key: str, round_trips: list[bytes]
+) -> None:
+    claim(storage, key)
+    round_trips.clear()
+
+    assert isinstance(storage.claim("scope", key, "fp", lease=LONG), Record)
+    assert len(round_trips) == 1
+
+
+# Configuration errors at first use
+
+
+def test_claim__non_django_redis_cache_raises_improperly_configured(key: str) -> None:
+    locmem = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    with (
+        override_settings(CACHES=caches_with(locmem)),
+        pytest.raises(ImproperlyConfigured, match="needs a django-redis cache"),
+    ):
+        CacheStorage("idempotency").claim("scope", key, "fp", lease=LONG)
+
+
+def test_claim__missing_alias_raises_improperly_configured(key: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match="'nowhere'"):
+        CacheStorage("nowhere").claim("scope", key, "fp", lease=LONG)
+
+
+def test_claim__decoding_cache_raises_improperly_configured(key: str) -> None:
+    config = redis_cache_config(free_port(), CONNECTION_POOL_KWARGS={"decode_responses": True})
+    with (
+        override_settings(CACHES=caches_with(config)),
+        pytest.raises(ImproperlyConfigured, match="decode"),
+    ):
+        CacheStorage("idempotency").claim("scope", key, "fp", lease=LONG)
+
+
+def test_alias__defaults_to_setting() -> None:
+    with override_settings(IDEMPOTENCY_CACHE_ALIAS="somewhere"):
+        assert CacheStorage().alias == "somewhere"
+    assert CacheStorage("explicit").alias == "explicit"
+
+
+# Outages: fail closed, promptly
+
+
+def assert_every_operation_unavailable(storage: CacheStorage, owner: Claim) -> None:
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable):
+        storage.claim("scope", owner.key, "fp", lease=LONG)
+    with pytest.raises(StorageUnavailable):
+        storage.get("scope", owner.key)
+    with pytest.raises(StorageUnavailable):
+        storage.complete(owner, RESPONSE, ttl=LONG)
+    with pytest.raises(StorageUnavailable):
+        storage.release(owner)
+    assert time.monotonic() - started < 4 * OUTAGE_DEADLINE
+
+
+def test_outage__closed_port_raises_storage_unavailable(key: str) -> None:
+    with override_settings(CACHES=caches_with(redis_cache_config(free_port()))):
+        storage = CacheStorage("idempotency")
+        owner = Claim("scope", key, "fp", "token", expires_at=storage.clock() + LONG)
+
+        assert_every_operation_unavailable(storage, owner)
+
+
+def test_outage__ignore_exceptions_cache_still_raises(key: str) -> None:
+    config = redis_cache_config(free_port(), IGNORE_EXCEPTIONS=True)
+    with override_settings(CACHES=caches_with(config)):
+        from django.core.cache import caches
+
+        # The trap the storage avoids: through the cache API an outage is a silent miss.
+        assert caches["idempotency"].get("anything") is None
+        storage = CacheStorage("idempotency")
+        owner = Claim("scope", key, "fp", "token", expires_at=storage.clock() + LONG)
+
+        assert_every_operation_unavailable(storage, owner)
+
+
+@pytest.mark.redis
+def test_outage__redis_stopped_mid_run_raises_then_recovers(
+    private_redis: RedisServer, key: str
+) -> None:
+    storage = CacheStorage("idempotency")
+    owner = claim(storage, key)
+    assert storage.get("scope", key) is not None
+
+    private_redis.stop()
+
+    assert_every_operation_unavailable(storage, owner)
+    private_redis.start()
+    # The restarted Redis kept nothing (no persistence): the key is claimable again.
+    assert isinstance(storage.claim("scope", key, "fp", lease=LONG), Claim)
+
+
+@pytest.mark.redis
+def test_outage__redis_stopped_between_claim_and_complete(
+    private_redis: RedisServer, key: str
+) -> None:
+    storage = CacheStorage("idempotency")
+    owner = claim(storage, key)
+    private_redis.stop()
+
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable):
+        storage.complete(owner, RESPONSE, ttl=LONG)
+
+    assert time.monotonic() - started < OUTAGE_DEADLINE
+
+
+@pytest.mark.redis
+def test_outage__redis_out_of_memory_raises_storage_unavailable(
+    private_redis: RedisServer, key: str
+) -> None:
+    client = get_redis_connection("idempotency")
+    client.config_set("maxmemory", "1")
+    client.config_set("maxmemory-policy", "noeviction")
+
+    with pytest.raises(StorageUnavailable):
+        CacheStorage("idempotency").claim("scope", key, "fp", lease=LONG)
+
+
+# System checks
+
+CACHE_STORAGE = {
+    "IDEMPOTENCY_STORAGE": "django_idempotency.storage.CacheStorage",
+    "IDEMPOTENCY_CACHE_ALIAS": "idempotency",
+}
+
+
+def check_ids(config: dict[str, Any] | None, **settings: Any) -> list[str]:
+    overrides: dict[str, Any] = {**CACHE_STORAGE, **settings}
+    if config is not None:
+        overrides["CACHES"] = caches_with(config)
+    with override_settings(**overrides):
+        return [message.id or "" for message in check_cache_storage(None)]
+
+
+def test_checks__healthy_django_redis_passes() -> None:
+    assert check_ids(None) == []
+
+
+def test_checks__silent_without_cache_storage() -> None:
+    locmem = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    storage = "django_idempotency.storage.DatabaseStorage"
+    assert check_ids(locmem, IDEMPOTENCY_STORAGE=storage) == []
+
+
+def test_checks__subclass_of_cache_storage_is_checked() -> None:
+    locmem = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    storage = "django_idempotency.storage.cache.CacheStorage"
+    assert check_ids(locmem, IDEMPOTENCY_STORAGE=storage) == ["django_idempotency.E102"]
+
+
+def test_checks__missing_alias_is_e101() -> None:
+    assert check_ids(None, IDEMPOTENCY_CACHE_ALIAS="nowhere") == ["django_idempotency.E101"]
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "django.core.cache.backends.dummy.DummyCache",
+        "django.core.cache.backends.locmem.LocMemCache",
+        "django.core.cache.backends.filebased.FileBasedCache",
+        "django.core.cache.backends.db.DatabaseCache",
+    ],
+)
+def test_checks__cache_that_cannot_lock_is_e102(backend: str) -> None:
+    assert check_ids({"BACKEND": backend, "LOCATION": "idempotency"}) == ["django_idempotency.E102"]
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "django.core.cache.backends.redis.RedisCache",
+        "django.core.cache.backends.memcached.PyMemcacheCache",
+        "no.such.Backend",
+    ],
+)
+def test_checks__cache_that_is_not_django_redis_is_e103(backend: str) -> None:
+    config = {"BACKEND": backend, "LOCATION": "redis://127.0.0.1:6379/15"}
+    assert check_ids(config) == ["django_idempotency.E103"]
+
+
+def test_checks__ignore_exceptions_option_is_e104() -> None:
+    config = redis_cache_config(free_port(), IGNORE_EXCEPTIONS=True)
+    assert check_ids(config) == ["django_idempotency.E104"]
+
+
+def test_checks__ignore_exceptions_global_setting_is_e104() -> None:
+    config = redis_cache_config(free_port())
+    assert check_ids(config, DJANGO_REDIS_IGNORE_EXCEPTIONS=True) == ["django_idempotency.E104"]
+
+
+def test_checks__sharded_client_is_e105() -> None:
+    config = redis_cache_config(free_port(), CLIENT_CLASS="django_redis.client.ShardClient")
+    assert check_ids(config) == ["django_idempotency.E105"]
+
+
+def test_checks__decode_responses_is_e106() -> None:
+    config = redis_cache_config(free_port(), CONNECTION_POOL_KWARGS={"decode_responses": True})
+    assert check_ids(config) == ["django_idempotency.E106"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"IDEMPOTENCY_CACHE_ALIAS": "nowhere"},
+        {"CACHES": caches_with({"BACKEND": "django.core.cache.backends.dummy.DummyCache"})},
+        {"CACHES": caches_with({"BACKEND": "no.such.Backend"})},
+        {"CACHES": caches_with(redis_cache_config(free_port(), IGNORE_EXCEPTIONS=True))},
+    ],
+)
+def test_checks__messages_are_sentences_with_hints(overrides: dict[str, Any]) -> None:
+    with override_settings(**{**CACHE_STORAGE, **overrides}):
+        (message,) = check_cache_storage(None)
+
+    assert message.msg[0].isupper()
+    assert message.msg.endswith(".")
+    assert message.hint
+
+
+def test_checks__eviction_check_runs_only_on_deploy() -> None:
+    assert check_cache_storage in registry.registry.get_checks(include_deployment_checks=False)
+    assert check_cache_eviction_policy not in registry.registry.get_checks(
+        include_deployment_checks=False
+    )
+    assert check_cache_eviction_policy in registry.registry.get_checks(
+        include_deployment_checks=True
+    )
+
+
+def deploy_check_ids() -> list[str]:
+    with override_settings(**CACHE_STORAGE):
+        return [message.id or "" for message in check_cache_eviction_policy(None)]
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-lru", "volatile-ttl"])
+def test_checks__evicting_redis_is_w101(private_redis: RedisServer, policy: str) -> None:
+    get_redis_connection("idempotency").config_set("maxmemory-policy", policy)
+
+    assert deploy_check_ids() == ["django_idempotency.W101"]
+
+
+@pytest.mark.redis
+def test_checks__noeviction_redis_passes(private_redis: RedisServer) -> None:
+    get_redis_connection("idempotency").config_set("maxmemory-policy", "noeviction")
+
+    assert deploy_check_ids() == []
+
+
+def test_checks__unreachable_redis_is_w102() -> None:
+    with override_settings(CACHES=caches_with(redis_cache_config(free_port()))):
+        assert deploy_check_ids() == ["django_idempotency.W102"]
+
+
+def test_checks__eviction_check_skips_misconfigured_cache() -> None:
+    locmem = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    with override_settings(CACHES=caches_with(locmem)):
+        assert deploy_check_ids() == []
