@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.apps import AppConfig
 from django.conf import settings
@@ -12,6 +12,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from django_idempotency.conf import idempotency_settings
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 _CACHE_STORAGE_PATHS = frozenset(
     {"django_idempotency.storage.CacheStorage", "django_idempotency.storage.cache.CacheStorage"}
@@ -54,7 +57,7 @@ def check_cache_storage(
     if not is_cache_storage_selected():
         return []
     alias = idempotency_settings.CACHE_ALIAS
-    config = settings.CACHES.get(alias)
+    config = cast("dict[str, dict[str, Any]]", settings.CACHES).get(alias)
     if config is None:
         return [
             Error(
@@ -96,10 +99,17 @@ def check_cache_storage(
 
 def _is_django_redis(backend: type) -> bool:
     try:
-        from django_redis.cache import RedisCache
+        from django_redis.cache import RedisCache  # type: ignore[import-untyped]
     except ImportError:
         return False
     return issubclass(backend, RedisCache)
+
+
+def _redis_connection(alias: str) -> Redis:
+    from django_redis import get_redis_connection  # type: ignore[import-untyped]
+
+    client: Redis = get_redis_connection(alias)
+    return client
 
 
 def _check_django_redis_options(alias: str, config: dict[str, Any]) -> list[CheckMessage]:
@@ -118,11 +128,9 @@ def _check_django_redis_options(alias: str, config: dict[str, Any]) -> list[Chec
                 id="django_idempotency.E104",
             )
         )
-    from django_redis import get_redis_connection
-
     # Building the client opens no connection, so start-up never needs Redis.
     try:
-        client = get_redis_connection(alias)
+        client = _redis_connection(alias)
     except NotImplementedError:
         errors.append(
             Error(
@@ -153,14 +161,14 @@ def check_cache_eviction_policy(
     """Warn when Redis may evict idempotency records before they expire."""
     if not is_cache_storage_selected() or check_cache_storage(app_configs):
         return []
-    from django_redis import get_redis_connection
     from redis.exceptions import RedisError
 
     alias = idempotency_settings.CACHE_ALIAS
     try:
-        answer = get_redis_connection(alias).config_get("maxmemory-policy")
-        policy = answer.get(b"maxmemory-policy", answer.get("maxmemory-policy", b""))
-    except (RedisError, OSError) as exc:
+        # redis-py decodes CONFIG GET replies to str whatever decode_responses says.
+        policy = str(_redis_connection(alias).config_get("maxmemory-policy")["maxmemory-policy"])
+    except (RedisError, OSError, KeyError) as exc:
+        # KeyError: some managed services answer CONFIG GET with nothing.
         return [
             Warning(
                 f"Could not read the maxmemory-policy of the Redis behind the cache "
@@ -170,7 +178,6 @@ def check_cache_eviction_policy(
                 id="django_idempotency.W102",
             )
         ]
-    policy = policy.decode() if isinstance(policy, bytes) else str(policy)
     if policy == "noeviction":
         return []
     # Every record carries a TTL, so volatile-* policies may evict them as well.

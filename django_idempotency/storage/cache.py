@@ -26,8 +26,8 @@ from django_idempotency.storage.base import (
 )
 
 try:
-    from django_redis import get_redis_connection
-    from django_redis.cache import RedisCache
+    from django_redis import get_redis_connection  # type: ignore[import-untyped]
+    from django_redis.cache import RedisCache  # type: ignore[import-untyped]
     from redis.exceptions import RedisError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImproperlyConfigured(
@@ -197,7 +197,7 @@ class CacheStorage(Storage):
                 f"{type(cache).__module__}.{type(cache).__qualname__}."
             )
         try:
-            client = get_redis_connection(alias)
+            client: Redis = get_redis_connection(alias)
         except NotImplementedError as exc:
             raise ImproperlyConfigured(
                 f"The django-redis client of the cache {alias!r} has no single connection "
