@@ -230,6 +230,9 @@ def run_tests(args: list[str]) -> int:
     )
     env = dict(os.environ)
     env.pop(IN_VENV_MARKER, None)
+    # One test database per checkout, so two clones testing on one server do not collide.
+    checkout = hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
+    env.setdefault("IDEMPOTENCY_TEST_PG_NAME", f"test_django_idempotency_{checkout}")
     if require:
         env["IDEMPOTENCY_REQUIRE_SERVICES"] = "1"
         print("dev.py: services are required (CI or --require-services): nothing may skip")

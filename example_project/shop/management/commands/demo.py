@@ -205,11 +205,18 @@ class Command(BaseCommand):
 
         with ThreadPoolExecutor(max_workers=size) as pool:
             replies = list(pool.map(send, range(size)))
-        seen = Counter(
-            f"{r.status}{' replayed' if r.is_replayed else ''}" for r in replies
-        ).most_common()
+        seen = sorted(
+            Counter((r.status, r.is_replayed) for r in replies).items(),
+            key=lambda item: item[0],
+        )
         created = Order.objects.filter(item=item).count()
-        self.stdout.write("   -> " + ", ".join(f"{label} x{n}" for label, n in seen))
+        self.stdout.write(
+            "   -> "
+            + ", ".join(
+                f"{status}{' replayed' if is_replayed else ''} x{n}"
+                for (status, is_replayed), n in seen
+            )
+        )
         self.stdout.write(f"   orders created in the database: {created}")
         executed = sum(1 for r in replies if r.status == 201 and not r.is_replayed)
         self.expect(
