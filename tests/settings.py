@@ -23,7 +23,13 @@ if TEST_DATABASE == "postgres":
             "PASSWORD": os.environ.get("PGPASSWORD", ""),
             "HOST": os.environ.get("PGHOST", "127.0.0.1"),
             "PORT": os.environ.get("PGPORT", "5432"),
-            "TEST": {"NAME": os.environ.get("IDEMPOTENCY_TEST_PG_NAME", "test_django_idempotency")},
+            # One test database per pytest process, so parallel runs on one server never
+            # drop each other's database.
+            "TEST": {
+                "NAME": os.environ.get(
+                    "IDEMPOTENCY_TEST_PG_NAME", f"test_django_idempotency_{os.getpid()}"
+                )
+            },
         }
     }
 elif TEST_DATABASE == "sqlite":
@@ -34,7 +40,9 @@ elif TEST_DATABASE == "sqlite":
         }
     }
 else:
-    raise RuntimeError(f"IDEMPOTENCY_TEST_DATABASE must be sqlite or postgres, not {TEST_DATABASE!r}")
+    raise RuntimeError(
+        f"IDEMPOTENCY_TEST_DATABASE must be sqlite or postgres, not {TEST_DATABASE!r}"
+    )
 
 REDIS_URL = os.environ.get("IDEMPOTENCY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 

@@ -10,9 +10,15 @@ class Order(models.Model):
     quantity = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.item}"
+
 
 class Execution(models.Model):
     """One row per time a view body ran; deliberately without a unique constraint."""
 
     label = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.label

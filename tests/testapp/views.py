@@ -42,7 +42,9 @@ def behave(payload: dict[str, Any], label: str) -> HttpResponse:
         body = bytes(range(256)) * 4
         response = HttpResponse(body, status=status, content_type="application/octet-stream")
     elif payload.get("size"):
-        response = HttpResponse(b"x" * int(payload["size"]), status=status, content_type="text/plain")
+        response = HttpResponse(
+            b"x" * int(payload["size"]), status=status, content_type="text/plain"
+        )
     else:
         executions = Execution.objects.filter(label=label).count()
         body = json.dumps({"label": label, "executions": executions, "echo": payload}).encode()
@@ -115,6 +117,9 @@ class DRFBehaveView(IdempotencyMixin, APIView):
 
     patch = post
     delete = post
+
+    def get(self, request: Request) -> HttpResponse:
+        return behave({"status": 200}, request.path)
 
 
 class DRFRequiredView(DRFBehaveView):

@@ -1,0 +1,623 @@
+"""The wire behaviour of DESIGN §3 and §4, through each entry point.
+
+Every test runs through the DRF mixin, the middleware (a plain view) and ``@idempotent``,
+on the database of the pass (SQLite, then PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import OperationalError, connection, connections
+from django.test import Client, RequestFactory
+
+from django_idempotency.fingerprints import default_fingerprint
+from django_idempotency.models import IdempotencyKey
+from django_idempotency.signals import idempotency_failed_open
+from django_idempotency.storage import DatabaseStorage
+from tests.testapp.models import Execution
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ENTRY_POINTS = {
+    "mixin": "/drf/required/",
+    "middleware": "/plain/behave/",
+    "decorator": "/decorated/behave/",
+}
+
+
+@pytest.fixture(params=list(ENTRY_POINTS))
+def url(request: pytest.FixtureRequest, settings: Any) -> str:
+    # The middleware's plain view takes its policy from the settings.
+    settings.IDEMPOTENCY_REQUIRED = True
+    return ENTRY_POINTS[request.param]
+
+
+@pytest.fixture
+def client() -> Client:
+    return Client(raise_request_exception=False)
+
+
+def send(
+    client: Client,
+    url: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    key: str | None = None,
+    method: str = "post",
+    query: str = "",
+) -> Any:
+    headers = {} if key is None else {"Idempotency-Key": key}
+    body = json.dumps(payload or {})
+    return getattr(client, method)(
+        url + query, body, content_type="application/json", headers=headers
+    )
+
+
+def executions(label: str | None = None) -> int:
+    queryset = Execution.objects.all()
+    return queryset.filter(label=label).count() if label else queryset.count()
+
+
+def is_problem(response: Any, code: str) -> bool:
+    """Whether the response is this error: problem+json, or DRF's own error format."""
+    if response["Content-Type"] == "application/problem+json":
+        body = response.json()
+        return body["code"] == code and body["status"] == response.status_code
+    return "detail" in response.json()
+
+
+def claim_in_flight(url: str, payload: dict[str, Any], key: str, lease: timedelta) -> None:
+    """Claim the key as a concurrent original request would, without finishing it."""
+    request = RequestFactory().post(url, json.dumps(payload), content_type="application/json")
+    result = DatabaseStorage().claim(
+        "anonymous", key, default_fingerprint(request), lease=lease, method="POST", path=url
+    )
+    assert not hasattr(result, "state"), "the key was already taken"
+
+
+# Safe methods
+
+
+@pytest.mark.parametrize("method", ["get", "head", "options"])
+def test_safe_method__ignores_key_and_never_requires_it(client: Client, url: str, method: str):
+    first = getattr(client, method)(url, headers={"Idempotency-Key": "k"})
+    second = getattr(client, method)(url, headers={"Idempotency-Key": "k"})
+    without_key = getattr(client, method)(url)
+
+    assert first.status_code < 400
+    assert without_key.status_code < 400
+    assert "Idempotent-Replayed" not in second
+    assert not IdempotencyKey.objects.exists()
+
+
+# Missing and malformed keys
+
+
+def test_missing_key__is_400_when_required(client: Client, url: str):
+    response = send(client, url, {"label": "x"})
+
+    assert response.status_code == 400
+    assert is_problem(response, "idempotency_key_missing")
+    assert executions() == 0
+
+
+def test_missing_key__runs_normally_when_optional(client: Client, settings: Any):
+    settings.IDEMPOTENCY_REQUIRED = False
+
+    assert send(client, "/plain/behave/", {"label": "x"}).status_code == 201
+    assert send(client, "/plain/behave/", {"label": "x"}).status_code == 201
+    assert executions("x") == 2
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "   ",
+        "k" * 256,
+        "clé",
+        "two words",
+        '"unterminated',
+        '"bad\\escape"',
+        '"trailing"junk',
+        'stray"quote',
+        "back\\slash",
+        '""',
+        "tab\tinside",
+    ],
+)
+def test_malformed_key__is_400_and_stores_nothing(client: Client, url: str, raw: str):
+    response = client.post(
+        url, "{}", content_type="application/json", headers={"Idempotency-Key": raw}
+    )
+
+    assert response.status_code == 400
+    assert is_problem(response, "idempotency_key_invalid")
+    assert executions() == 0
+    assert not IdempotencyKey.objects.exists()
+
+
+@pytest.mark.parametrize(("raw", "stored"), [("abc", "abc"), ('"abc"', "abc"), ('"a\\"b"', 'a"b')])
+def test_key__bare_or_sf_string_names_the_same_record(
+    client: Client, url: str, raw: str, stored: str
+):
+    response = client.post(
+        url, "{}", content_type="application/json", headers={"Idempotency-Key": raw}
+    )
+
+    assert response.status_code == 201
+    assert IdempotencyKey.objects.get().key == stored
+
+
+def test_key__255_visible_ascii_characters_are_accepted(client: Client, url: str):
+    key = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"\\') * 3
+
+    assert send(client, url, {}, key=key[:255]).status_code == 201
+
+
+# First request and replay
+
+
+def test_first_request__runs_the_view_once(client: Client, url: str):
+    response = send(client, url, {"label": "pay"}, key="k1")
+
+    assert response.status_code == 201
+    assert "Idempotent-Replayed" not in response
+    assert executions("pay") == 1
+    record = IdempotencyKey.objects.get()
+    assert record.state == IdempotencyKey.State.COMPLETED
+    assert record.response_status == 201
+
+
+def test_retry__replays_status_body_and_allow_listed_headers(client: Client, url: str):
+    payload = {"label": "pay", "location": "/payments/7/", "set_cookie": True}
+    first = send(client, url, payload, key="k1")
+    retry = send(client, url, payload, key="k1")
+
+    assert retry.status_code == first.status_code == 201
+    assert retry.content == first.content
+    assert retry["Idempotent-Replayed"] == "true"
+    assert retry["Location"] == "/payments/7/"
+    assert retry["ETag"] == '"v1"'
+    assert retry["Content-Type"] == first["Content-Type"]
+    assert "X-Not-Allow-Listed" not in retry
+    assert "session-ish" in first.cookies
+    assert "session-ish" not in retry.cookies
+    assert "Set-Cookie" not in retry
+    assert executions("pay") == 1
+
+
+def test_retry__replays_binary_body_byte_for_byte(client: Client, url: str):
+    first = send(client, url, {"binary": True}, key="bin")
+    retry = send(client, url, {"binary": True}, key="bin")
+
+    assert first.content == bytes(range(256)) * 4
+    assert retry.content == first.content
+    assert retry["Content-Type"] == "application/octet-stream"
+
+
+def test_replay_header__can_allow_list_more_headers(client: Client, url: str, settings: Any):
+    settings.IDEMPOTENCY_REPLAY_HEADERS = ["X-Not-Allow-Listed"]
+    send(client, url, {}, key="k")
+
+    assert send(client, url, {}, key="k")["X-Not-Allow-Listed"] == "dropped on replay"
+
+
+def test_replay__never_carries_cookies_even_when_allow_listed(
+    client: Client, url: str, settings: Any
+):
+    settings.IDEMPOTENCY_REPLAY_HEADERS = ["Set-Cookie", "Date", "Authorization"]
+    send(client, url, {"set_cookie": True}, key="k")
+    retry = send(client, url, {"set_cookie": True}, key="k")
+
+    assert "session-ish" not in retry.cookies
+    assert "Authorization" not in retry
+
+
+# In flight
+
+
+def test_in_flight__is_409_with_retry_after(client: Client, url: str):
+    claim_in_flight(url, {"label": "pay"}, "busy", lease=timedelta(seconds=60))
+
+    response = send(client, url, {"label": "pay"}, key="busy")
+
+    assert response.status_code == 409
+    assert response["Retry-After"] == "1"
+    assert is_problem(response, "idempotency_key_in_progress")
+    assert executions() == 0
+
+
+def test_in_flight__wait_mode_gives_up_with_409_after_the_wait(client: Client, settings: Any):
+    settings.IDEMPOTENCY_WAIT_TIMEOUT = timedelta(milliseconds=200)
+    settings.IDEMPOTENCY_ON_CONFLICT = "wait"
+    url = "/plain/behave/"
+    claim_in_flight(url, {}, "busy", lease=timedelta(seconds=60))
+
+    response = send(client, url, {}, key="busy")
+
+    assert response.status_code == 409
+    assert executions() == 0
+
+
+# Mismatch
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"payload": {"label": "other"}},
+        {"query": "?page=2"},
+        {"method": "patch"},
+    ],
+    ids=["body", "query", "method"],
+)
+def test_mismatch__same_key_different_request_is_422(
+    client: Client, url: str, change: dict[str, Any]
+):
+    send(client, url, {"label": "pay"}, key="k")
+
+    response = send(
+        client,
+        url,
+        change.get("payload", {"label": "pay"}),
+        key="k",
+        **{name: value for name, value in change.items() if name != "payload"},
+    )
+
+    assert response.status_code == 422
+    assert is_problem(response, "idempotency_key_mismatch")
+    assert executions() == 1
+
+
+def test_mismatch__different_path_is_422(client: Client, settings: Any):
+    settings.IDEMPOTENCY_REQUIRED = True
+    send(client, "/plain/behave/", {}, key="k")
+
+    response = send(client, "/decorated/behave/", {}, key="k")
+
+    assert response.status_code == 422
+    assert executions() == 1
+
+
+def test_mismatch__status_is_configurable(client: Client, url: str, settings: Any):
+    settings.IDEMPOTENCY_MISMATCH_STATUS = 409
+    send(client, url, {"label": "a"}, key="k")
+
+    assert send(client, url, {"label": "b"}, key="k").status_code == 409
+
+
+def test_mismatch__against_an_in_flight_key_is_422(client: Client, url: str):
+    claim_in_flight(url, {"label": "a"}, "k", lease=timedelta(seconds=60))
+
+    assert send(client, url, {"label": "b"}, key="k").status_code == 422
+
+
+# Lease expiry
+
+
+def test_expired_lease__next_request_takes_over_with_a_new_token(client: Client, url: str):
+    claim_in_flight(url, {"label": "pay"}, "k", lease=timedelta(milliseconds=1))
+    crashed_token = IdempotencyKey.objects.get().token
+
+    response = send(client, url, {"label": "pay"}, key="k")
+
+    assert response.status_code == 201
+    record = IdempotencyKey.objects.get()
+    assert record.token != crashed_token
+    assert record.state == IdempotencyKey.State.COMPLETED
+    assert executions("pay") == 1
+
+
+def test_expired_response__key_can_be_used_again(client: Client, url: str, settings: Any):
+    send(client, url, {"label": "a"}, key="k")
+    IdempotencyKey.objects.update(expires_at=IdempotencyKey.objects.get().created_at)
+
+    response = send(client, url, {"label": "b"}, key="k")
+
+    assert response.status_code == 201
+    assert "Idempotent-Replayed" not in response
+
+
+# Store unavailable
+
+
+@pytest.fixture
+def broken_store() -> Iterator[None]:
+    """Fail every query on the idempotency table as an unreachable server would."""
+
+    def refuse(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if IdempotencyKey._meta.db_table in sql:
+            raise OperationalError("connection refused")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(refuse):
+        yield
+
+
+@pytest.mark.usefixtures("broken_store")
+def test_store_unavailable__fails_closed_with_503(client: Client, url: str):
+    response = send(client, url, {"label": "pay"}, key="k")
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert is_problem(response, "idempotency_store_unavailable")
+    assert executions() == 0
+
+
+@pytest.mark.usefixtures("broken_store")
+def test_store_unavailable__fail_open_runs_logs_and_signals(
+    client: Client, url: str, settings: Any, caplog: pytest.LogCaptureFixture
+):
+    settings.IDEMPOTENCY_FAIL_OPEN = True
+    signalled: list[str] = []
+
+    def receiver(**kwargs: Any) -> None:
+        signalled.append(kwargs["key"])
+
+    idempotency_failed_open.connect(receiver)
+    try:
+        with caplog.at_level(logging.WARNING, logger="django_idempotency.engine"):
+            response = send(client, url, {"label": "pay"}, key="k")
+    finally:
+        idempotency_failed_open.disconnect(receiver)
+
+    assert response.status_code == 201
+    assert executions("pay") == 1
+    assert signalled == ["k"]
+    assert "fail-open" in caplog.text
+
+
+# Responses that cannot be stored
+
+
+@pytest.mark.parametrize("payload", [{"stream": True}, {"file": True}, {"size": 2048}])
+def test_not_storable__first_response_goes_out_and_retries_get_409(
+    client: Client, url: str, settings: Any, payload: dict[str, Any]
+):
+    settings.IDEMPOTENCY_MAX_RESPONSE_SIZE = 1024
+    first = send(client, url, payload, key="k")
+    retry = send(client, url, payload, key="k")
+
+    assert first.status_code == 201
+    assert retry.status_code == 409
+    assert is_problem(retry, "idempotency_key_not_replayable")
+    assert executions() == 1
+    assert IdempotencyKey.objects.get().state == IdempotencyKey.State.NOT_REPLAYABLE
+
+
+# What is stored (DESIGN §4)
+
+
+@pytest.mark.parametrize("status", [200, 201, 204, 400, 404, 422])
+def test_stored__2xx_and_deterministic_4xx_replay(client: Client, url: str, status: int):
+    first = send(client, url, {"status": status}, key="k")
+    retry = send(client, url, {"status": status}, key="k")
+
+    assert first.status_code == retry.status_code == status
+    assert retry["Idempotent-Replayed"] == "true"
+    assert executions() == 1
+
+
+@pytest.mark.parametrize("status", [409, 429, 500, 503])
+def test_not_stored__transient_and_server_errors_roll_back_and_release(
+    client: Client, url: str, status: int
+):
+    first = send(client, url, {"status": status}, key="k")
+
+    assert first.status_code == status
+    assert executions() == 0  # the view's write rolled back with its transaction
+    assert not IdempotencyKey.objects.exists()
+    assert send(client, url, {"status": 201}, key="k").status_code == 201
+    assert executions() == 1
+
+
+def test_exception__rolls_back_and_releases_so_a_retry_runs(client: Client, url: str):
+    first = send(client, url, {"raise": True}, key="k")
+
+    assert first.status_code == 500
+    assert executions() == 0
+    assert not IdempotencyKey.objects.exists()
+    assert send(client, url, {}, key="k").status_code == 201
+
+
+def test_server_error__without_atomic_mode_is_stored(client: Client, url: str, settings: Any):
+    settings.IDEMPOTENCY_ATOMIC = False
+    first = send(client, url, {"status": 500}, key="k")
+    retry = send(client, url, {"status": 500}, key="k")
+
+    assert first.status_code == retry.status_code == 500
+    assert retry["Idempotent-Replayed"] == "true"
+    assert executions() == 1
+
+
+def test_exception__without_atomic_mode_stores_an_unknown_outcome(
+    client: Client, url: str, settings: Any
+):
+    settings.IDEMPOTENCY_ATOMIC = False
+    send(client, url, {"raise": True}, key="k")
+    retry = send(client, url, {"raise": True}, key="k")
+
+    assert retry.status_code == 500
+    assert retry["Idempotent-Replayed"] == "true"
+    assert executions() == 1
+
+
+def test_server_error__without_atomic_mode_can_be_released(client: Client, url: str, settings: Any):
+    settings.IDEMPOTENCY_ATOMIC = False
+    settings.IDEMPOTENCY_STORE_SERVER_ERRORS = False
+    send(client, url, {"status": 500}, key="k")
+
+    assert send(client, url, {"status": 201}, key="k").status_code == 201
+    assert executions() == 2
+
+
+# Scope
+
+
+def test_scope__same_key_from_two_users_runs_twice(client: Client, url: str, django_user_model):
+    alice = django_user_model.objects.create_user("alice", password="pw")
+    bob = django_user_model.objects.create_user("bob", password="pw")
+    client.force_login(alice)
+    for_alice = send(client, url, {"label": "pay"}, key="shared")
+    client.force_login(bob)
+    for_bob = send(client, url, {"label": "pay"}, key="shared")
+    mismatch_for_bob = send(client, url, {"label": "other"}, key="shared")
+
+    assert for_alice.status_code == for_bob.status_code == 201
+    assert "Idempotent-Replayed" not in for_bob
+    assert for_bob.json()["executions"] == 2
+    assert mismatch_for_bob.status_code == 422  # against bob's own record only
+    assert executions("pay") == 2
+
+
+def test_scope__anonymous_requests_are_protected_in_their_own_scope(client: Client, url: str):
+    send(client, url, {"label": "pay"}, key="k")
+
+    assert send(client, url, {"label": "pay"}, key="k")["Idempotent-Replayed"] == "true"
+    assert IdempotencyKey.objects.get().scope == "anonymous"
+
+
+# Database transactions
+
+
+def test_atomic_requests__compose_with_the_claim(
+    client: Client, url: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
+
+    first = send(client, url, {"label": "pay"}, key="k")
+    retry = send(client, url, {"label": "pay"}, key="k")
+    failed = send(client, url, {"raise": True}, key="k2")
+
+    assert first.status_code == 201
+    assert retry["Idempotent-Replayed"] == "true"
+    assert failed.status_code == 500
+    assert executions() == 1
+    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["k"]
+
+
+def test_atomic_requests__still_wrap_requests_without_a_key(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
+
+    response = send(client, "/drf/behave/", {"raise": True})
+
+    assert response.status_code == 500
+    assert executions() == 0
+
+
+def test_drf_validation_error__is_stored_and_replayed(client: Client):
+    first = send(client, "/drf/required/", {"validation_error": True}, key="k")
+    retry = send(client, "/drf/required/", {"validation_error": True}, key="k")
+
+    assert first.status_code == retry.status_code == 400
+    assert retry.content == first.content
+    assert retry["Idempotent-Replayed"] == "true"
+
+
+def test_drf_validation_error__under_atomic_requests_rolls_back_and_is_stored(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
+
+    first = send(client, "/drf/required/", {"validation_error": True}, key="k")
+    retry = send(client, "/drf/required/", {"validation_error": True}, key="k")
+
+    assert first.status_code == retry.status_code == 400
+    assert retry["Idempotent-Replayed"] == "true"
+    assert executions() == 0  # DRF rolled the request's writes back
+
+
+# Entry-point rules (DESIGN §6)
+
+
+def test_mixin_view__is_handled_once_with_the_middleware_installed(client: Client):
+    send(client, "/drf/required/", {"label": "pay"}, key="k")
+
+    assert IdempotencyKey.objects.count() == 1
+    assert send(client, "/drf/required/", {"label": "pay"}, key="k")["Idempotent-Replayed"]
+
+
+def test_exempt_view__is_left_alone(client: Client, settings: Any):
+    settings.IDEMPOTENCY_REQUIRED = True
+
+    assert send(client, "/exempt/behave/", {"label": "x"}).status_code == 201
+    assert send(client, "/exempt/behave/", {"label": "x"}, key="k").status_code == 201
+    assert executions("x") == 2
+    assert not IdempotencyKey.objects.exists()
+
+
+def test_drf_view_without_mixin__token_users_get_one_scope_each(client: Client, django_user_model):
+    from rest_framework.authtoken.models import Token
+
+    url = "/drf-without-mixin/behave/"
+    tokens = [
+        Token.objects.create(user=django_user_model.objects.create_user(name)).key
+        for name in ("alice", "bob")
+    ]
+    responses = [
+        client.post(
+            url,
+            json.dumps({"label": "pay"}),
+            content_type="application/json",
+            headers={"Idempotency-Key": "k", "Authorization": f"Token {token}"},
+        )
+        for token in tokens
+    ]
+
+    assert [r.status_code for r in responses] == [201, 201]
+    assert "Idempotent-Replayed" not in responses[1]
+    assert executions("pay") == 2
+    assert IdempotencyKey.objects.filter(scope__startswith="credentials:").count() == 2
+
+
+def test_decorator__methods_option_covers_delete(client: Client):
+    first = send(client, "/decorated/behave/", {"status": 200}, key="d", method="delete")
+    retry = send(client, "/decorated/behave/", {"status": 200}, key="d", method="delete")
+
+    assert retry["Idempotent-Replayed"] == "true"
+    assert first.content == retry.content
+
+
+def test_default_methods__leave_put_and_delete_alone(client: Client, settings: Any):
+    settings.IDEMPOTENCY_REQUIRED = True
+
+    assert send(client, "/plain/behave/", {}, method="put").status_code == 201
+    assert send(client, "/plain/behave/", {}, method="delete").status_code == 201
+
+
+# Async
+
+
+@pytest.mark.asyncio
+async def test_async_view__behind_the_async_middleware(async_client: Any, settings: Any):
+    from asgiref.sync import sync_to_async
+
+    settings.IDEMPOTENCY_REQUIRED = True
+    headers = {"Idempotency-Key": "k"}
+    first = await async_client.post(
+        "/async/behave/", {"label": "a"}, content_type="application/json", headers=headers
+    )
+    retry = await async_client.post(
+        "/async/behave/", {"label": "a"}, content_type="application/json", headers=headers
+    )
+    missing = await async_client.post("/async/behave/", {}, content_type="application/json")
+
+    assert first.status_code == 201
+    assert retry["Idempotent-Replayed"] == "true"
+    assert retry.content == first.content
+    assert missing.status_code == 400
+    try:
+        assert await sync_to_async(executions)("a") == 1
+    finally:
+        # Close the connection asgiref's worker thread opened, or the test database
+        # cannot be dropped.
+        await sync_to_async(connections.close_all)()
