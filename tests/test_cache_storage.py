@@ -7,9 +7,11 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -210,6 +212,23 @@ def test_complete__repeated_by_same_owner_succeeds(storage: CacheStorage, key: s
     record = storage.get("scope", key)
     assert record is not None
     assert (record.state, record.response) == (State.COMPLETED, RESPONSE)
+
+
+@pytest.mark.redis
+def test_claim__racing_threads_make_exactly_one_owner(storage: CacheStorage, key: str) -> None:
+    racers = 16
+    barrier = threading.Barrier(racers)
+
+    def race(_: int) -> Claim | Record:
+        barrier.wait()
+        return storage.claim("scope", key, "fp", lease=LONG)
+
+    with ThreadPoolExecutor(racers) as pool:
+        results = list(pool.map(race, range(racers)))
+
+    owners = [result for result in results if isinstance(result, Claim)]
+    assert len(owners) == 1
+    assert {result.token for result in results} == {owners[0].token}
 
 
 # Round trips on the request path
