@@ -141,9 +141,7 @@ def assert_one_owner(answers: list[Answer], *, status: int = 201) -> Answer:
         pytest.param("/drf/behave/", id="drf_mixin"),
     ],
 )
-def test_entry_point__fifty_threads_with_one_key_run_the_view_once(
-    storage: str, path: str
-) -> None:
+def test_entry_point__fifty_threads_with_one_key_run_the_view_once(storage: str, path: str) -> None:
     key, label = f"key-{uuid.uuid4()}", f"fifty-{uuid.uuid4()}"
     payload = {"label": label, "sleep": OVERLAP_SECONDS}
 
