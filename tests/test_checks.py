@@ -1,0 +1,76 @@
+"""System checks report misconfiguration with an ID and a hint."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core.checks import Error, run_checks
+from django.test import override_settings
+
+from tests.settings import MIDDLEWARE
+
+
+def ids(**kwargs: Any) -> list[str]:
+    return [message.id for message in run_checks(**kwargs) if message.id]
+
+
+def test_checks__pass_on_the_test_settings():
+    assert [m for m in run_checks() if m.id and m.id.startswith("django_idempotency")] == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("IDEMPOTENCY_TTL", "24h"),
+        ("IDEMPOTENCY_LEASE", timedelta(0)),
+        ("IDEMPOTENCY_LEASE", -5),
+        ("IDEMPOTENCY_METHODS", "POST"),
+        ("IDEMPOTENCY_METHODS", []),
+        ("IDEMPOTENCY_REQUIRED", "yes"),
+        ("IDEMPOTENCY_ON_CONFLICT", "block"),
+        ("IDEMPOTENCY_MISMATCH_STATUS", 500),
+        ("IDEMPOTENCY_MAX_RESPONSE_SIZE", True),
+        ("IDEMPOTENCY_DATABASE", "nowhere"),
+        ("IDEMPOTENCY_SCOPE", 42),
+    ],
+)
+def test_settings_check__reports_bad_type_or_range_as_e001(name: str, value: Any):
+    with override_settings(**{name: value}):
+        messages = [m for m in run_checks() if m.id == "django_idempotency.E001"]
+
+    assert len(messages) == 1
+    assert name in messages[0].msg
+    assert messages[0].hint
+    assert isinstance(messages[0], Error)
+
+
+@pytest.mark.parametrize("value", [60, 0.5, timedelta(minutes=2)])
+def test_settings_check__accepts_seconds_or_timedelta(value: Any):
+    with override_settings(IDEMPOTENCY_LEASE=value):
+        assert "django_idempotency.E001" not in ids()
+
+
+@pytest.mark.parametrize("path", ["nowhere.Storage", "django_idempotency.conf.IdempotencySettings"])
+def test_storage_check__reports_unusable_storage_as_e002(path: str):
+    with override_settings(IDEMPOTENCY_STORAGE=path):
+        assert "django_idempotency.E002" in ids()
+
+
+def test_middleware_check__reports_middleware_before_authentication_as_e003():
+    reordered = [m for m in MIDDLEWARE if "IdempotencyMiddleware" not in m]
+    reordered.insert(0, "django_idempotency.middleware.IdempotencyMiddleware")
+
+    with override_settings(MIDDLEWARE=reordered):
+        assert "django_idempotency.E003" in ids()
+
+
+def test_decorated_views_check__reports_missing_middleware_as_e004():
+    without = [m for m in MIDDLEWARE if "IdempotencyMiddleware" not in m]
+
+    with override_settings(MIDDLEWARE=without):
+        messages = [m for m in run_checks() if m.id == "django_idempotency.E004"]
+
+    assert len(messages) == 1
+    assert "tests.testapp.views.decorated_behave" in messages[0].msg
