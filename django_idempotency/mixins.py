@@ -160,7 +160,7 @@ class IdempotencyMixin:
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
         policy = Policy.build(self.get_idempotency_options())
         try:
-            decision = engine.begin(request, policy)  # type: ignore[arg-type]
+            decision = engine.begin(request, policy)
         except IdempotencyError as error:
             raise IdempotencyAPIException(error) from error
         if isinstance(decision, HttpResponse):
