@@ -1,0 +1,322 @@
+"""Separate worker processes: a live gunicorn with four sync workers on the test database.
+
+The server runs ``tests.live_settings`` against the PostgreSQL test database (the tests use
+``transaction=True``, so what they and the workers write is committed and visible to both
+sides), once with DatabaseStorage and once with CacheStorage on the test Redis. Each worker
+has its own database connection and its own Redis connection pool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from django_idempotency.exceptions import IdempotencyKeyInProgress
+from tests.live_urls import PID_FILE_HEADER, SLEEP_HEADER, WORKER_PID_HEADER
+from tests.testapp.models import Execution, Order
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKERS = 4
+# Short, so a test can wait it out; long enough that a loaded machine still sends the
+# retry that must find the key in flight well before it ends.
+LEASE = 2.5
+# Longer than every sleep below: gunicorn must never be the one that kills a worker.
+WORKER_TIMEOUT = 60
+BOOT_SECONDS = 30.0
+REQUEST_SECONDS = 30.0
+OVERLAP_SECONDS = 0.5
+STORAGES = {
+    "database": "django_idempotency.storage.DatabaseStorage",
+    "cache": "django_idempotency.storage.CacheStorage",
+}
+
+
+@dataclass(frozen=True)
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    storage: str
+    log: Path
+
+    def worker_pids(self) -> set[int]:
+        """Return the pids of the master's live children (its workers)."""
+        pids = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # the process ended while we looked
+            # fields: state, ppid, ...; a zombie is a worker that already died.
+            if int(fields[1]) == self.process.pid and fields[0] != "Z":
+                pids.add(int(stat.parent.name))
+        return pids
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    replayed: bool
+    body: bytes
+    worker: int | None
+
+    @property
+    def is_in_progress(self) -> bool:
+        if self.status != 409:
+            return False
+        problem = json.loads(self.body)
+        return bool(problem["code"] == IdempotencyKeyInProgress.default_code)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def post(
+    server: Server,
+    path: str,
+    key: str,
+    payload: dict[str, Any],
+    headers: dict[str, str] | None = None,
+) -> Answer:
+    request = urllib.request.Request(
+        server.url + path,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", "Idempotency-Key": key, **(headers or {})},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=REQUEST_SECONDS) as response:
+            return _answer(response.status, response.headers, response.read())
+    except urllib.error.HTTPError as error:
+        return _answer(error.code, error.headers, error.read())
+
+
+def _answer(status: int, headers: Any, body: bytes) -> Answer:
+    worker = headers.get(WORKER_PID_HEADER)
+    return Answer(
+        status=status,
+        replayed=headers.get("Idempotent-Replayed") == "true",
+        body=body,
+        worker=int(worker) if worker else None,
+    )
+
+
+def wait_until_ready(server: Server) -> None:
+    deadline = time.monotonic() + BOOT_SECONDS
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(f"gunicorn exited with {server.process.returncode}:\n{server.log_tail()}")
+        try:
+            with urllib.request.urlopen(server.url + "/live/ready/", timeout=2) as response:
+                if response.status == 200 and len(server.worker_pids()) == WORKERS:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"gunicorn was not ready within {BOOT_SECONDS} s:\n{server.log_tail()}")
+
+
+@pytest.fixture(
+    scope="module",
+    params=["database", pytest.param("cache", marks=pytest.mark.redis)],
+)
+def server(
+    request: pytest.FixtureRequest,
+    django_db_setup: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    """A gunicorn with four sync workers on the test database, stopped however the tests end."""
+    from django.db import connection
+
+    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.live_settings",
+        "IDEMPOTENCY_TEST_DATABASE": "postgres",
+        "IDEMPOTENCY_LIVE_DATABASE_NAME": connection.settings_dict["NAME"],
+        "IDEMPOTENCY_LIVE_STORAGE": STORAGES[request.param],
+        "IDEMPOTENCY_LIVE_LEASE": str(LEASE),
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        f"--bind=127.0.0.1:{port}",
+        f"--workers={WORKERS}",
+        "--worker-class=sync",
+        f"--timeout={WORKER_TIMEOUT}",
+        "--graceful-timeout=2",
+        "--preload",
+        "--log-level=warning",
+        "django.core.wsgi:get_wsgi_application()",
+    ]
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=output)
+    server = Server(process, f"http://127.0.0.1:{port}", request.param, log)
+    try:
+        wait_until_ready(server)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def live(server: Server, request: pytest.FixtureRequest) -> Server:
+    if server.storage == "cache":
+        request.getfixturevalue("redis_cache")
+    # A previous test may have killed a worker; start from four live ones.
+    wait_for_workers(server, exclude=set())
+    return server
+
+
+def wait_for_workers(server: Server, *, exclude: set[int]) -> set[int]:
+    deadline = time.monotonic() + BOOT_SECONDS
+    while time.monotonic() < deadline:
+        pids = server.worker_pids()
+        if len(pids) == WORKERS and not pids & exclude:
+            return pids
+        time.sleep(0.1)
+    pytest.fail(f"gunicorn did not get back to {WORKERS} workers:\n{server.log_tail()}")
+
+
+def test_gunicorn_workers__simultaneous_duplicates_run_the_view_once(live: Server) -> None:
+    key, item = f"key-{uuid.uuid4()}", f"item-{uuid.uuid4()}"
+    count = 24
+    barrier = threading.Barrier(count)
+    answers: list[Answer] = []
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            barrier.wait(timeout=REQUEST_SECONDS)
+            answers.append(
+                post(
+                    live, "/live/orders/", key, {"item": item}, {SLEEP_HEADER: str(OVERLAP_SECONDS)}
+                )
+            )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=REQUEST_SECONDS * 2)
+
+    assert errors == []
+    assert len(answers) == count
+    owners = [a for a in answers if a.status == 201 and not a.replayed]
+    assert len(owners) == 1, [(a.status, a.replayed) for a in answers]
+    for answer in answers:
+        if answer is not owners[0]:
+            assert answer.is_in_progress or (answer.replayed and answer.body == owners[0].body)
+    assert any(a.is_in_progress for a in answers)
+    assert Execution.objects.filter(label=item).count() == 1
+    assert Order.objects.filter(item=item).count() == 1
+    # The duplicates were answered by several processes, not serialized in one (usually
+    # all four: the owner's worker sleeps while the other three answer the rest).
+    assert len({a.worker for a in answers}) >= WORKERS - 1
+
+
+def test_gunicorn_workers__killed_mid_request_frees_the_key_after_its_lease(
+    live: Server, tmp_path: Path
+) -> None:
+    key, item = f"key-{uuid.uuid4()}", f"item-{uuid.uuid4()}"
+    pid_file = tmp_path / "worker.pid"
+    doomed: list[BaseException | Answer] = []
+
+    def send_doomed() -> None:
+        try:
+            doomed.append(
+                post(
+                    live,
+                    "/live/orders/",
+                    key,
+                    {"item": item},
+                    {SLEEP_HEADER: "30", PID_FILE_HEADER: str(pid_file)},
+                )
+            )
+        except BaseException as exc:
+            doomed.append(exc)
+
+    sent_at = time.monotonic()
+    thread = threading.Thread(target=send_doomed, daemon=True)
+    thread.start()
+    # The pid file appears once the view has claimed the key and made its writes.
+    deadline = time.monotonic() + REQUEST_SECONDS
+    while not pid_file.exists():
+        assert time.monotonic() < deadline, f"the view never started:\n{live.log_tail()}"
+        time.sleep(0.02)
+    seen_at = time.monotonic()
+    worker = int(pid_file.read_text())
+    assert worker in live.worker_pids()
+
+    os.kill(worker, signal.SIGKILL)
+    thread.join(timeout=REQUEST_SECONDS)
+
+    # The client of the killed request got no answer at all.
+    assert len(doomed) == 1
+    assert isinstance(doomed[0], OSError | urllib.error.URLError), doomed
+    # While the lease lasts, the key is in flight: the retry is refused, not run.
+    retry = post(live, "/live/orders/", key, {"item": item})
+    assert time.monotonic() - sent_at < LEASE, "too slow to observe the lease; raise LEASE"
+    assert retry.is_in_progress, retry
+    if live.storage == "database":
+        # Killed before its commit: the view's writes went with its transaction.
+        assert Execution.objects.filter(label=item).count() == 0
+        assert Order.objects.filter(item=item).count() == 0
+    else:
+        # CacheStorage shares no transaction with the view: what it wrote is committed.
+        assert Execution.objects.filter(label=item).count() == 1
+
+    # Once the lease ends, the next retry takes the key over and runs exactly once.
+    deadline = seen_at + LEASE + 5
+    while retry.status == 409:
+        assert retry.is_in_progress, retry
+        assert time.monotonic() < deadline, "the key stayed stuck beyond its lease"
+        time.sleep(0.1)
+        retry = post(live, "/live/orders/", key, {"item": item})
+    answered_at = time.monotonic()
+    assert (retry.status, retry.replayed) == (201, False)
+    assert answered_at - sent_at >= LEASE
+    assert answered_at - seen_at <= LEASE + 3
+
+    runs = 1 if live.storage == "database" else 2
+    assert Execution.objects.filter(label=item).count() == runs
+    assert Order.objects.filter(item=item).count() == runs
+    assert json.loads(retry.body)["order"] == Order.objects.filter(item=item).latest("pk").pk
+    # Later retries replay that response; nothing runs again.
+    again = post(live, "/live/orders/", key, {"item": item})
+    assert (again.status, again.replayed, again.body) == (201, True, retry.body)
+    assert Execution.objects.filter(label=item).count() == runs
+    # gunicorn replaced the killed worker.
+    wait_for_workers(live, exclude={worker})
