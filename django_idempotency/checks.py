@@ -8,13 +8,15 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Tags, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils.module_loading import import_string
 
 from django_idempotency import checks_cache  # noqa: F401  (registers the cache checks)
 from django_idempotency.conf import DEFAULTS
 from django_idempotency.decorators import get_view_options
+from django_idempotency.engine import SAFE_METHODS
+from django_idempotency.middleware import HANDLED_BY_VIEW_ATTRIBUTE
 
 MIDDLEWARE_PATH = "django_idempotency.middleware.IdempotencyMiddleware"
 AUTHENTICATION_MIDDLEWARE_PATH = "django.contrib.auth.middleware.AuthenticationMiddleware"
@@ -35,7 +37,20 @@ def _is_str_collection(value: Any) -> bool:
 
 
 def _is_dotted_path_or_callable(value: Any) -> bool:
-    return callable(value) or (isinstance(value, str) and "." in value)
+    if callable(value):
+        return True
+    try:
+        return isinstance(value, str) and callable(import_string(value))
+    except ImportError:
+        return False
+
+
+def _is_method_list(value: Any) -> bool:
+    return (
+        _is_str_collection(value)
+        and bool(value)
+        and not {method.upper() for method in value} & SAFE_METHODS
+    )
 
 
 _VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -47,8 +62,8 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "IDEMPOTENCY_CACHE_ALIAS": (lambda v: isinstance(v, str), "a cache alias (str)"),
     "IDEMPOTENCY_HEADER": (lambda v: isinstance(v, str) and bool(v), "a header name (str)"),
     "IDEMPOTENCY_METHODS": (
-        lambda v: _is_str_collection(v) and bool(v),
-        "a non-empty list of HTTP method names",
+        _is_method_list,
+        "a non-empty list of unsafe HTTP methods (never GET, HEAD, OPTIONS or TRACE)",
     ),
     "IDEMPOTENCY_REQUIRED": (lambda v: isinstance(v, bool), "a bool"),
     "IDEMPOTENCY_TTL": (_is_duration, "a positive timedelta (or seconds)"),
@@ -65,8 +80,14 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "IDEMPOTENCY_ATOMIC": (lambda v: isinstance(v, bool), "a bool"),
     "IDEMPOTENCY_STORE_SERVER_ERRORS": (lambda v: isinstance(v, bool), "a bool"),
     "IDEMPOTENCY_FAIL_OPEN": (lambda v: isinstance(v, bool), "a bool"),
-    "IDEMPOTENCY_SCOPE": (_is_dotted_path_or_callable, "a dotted path or a callable"),
-    "IDEMPOTENCY_FINGERPRINT": (_is_dotted_path_or_callable, "a dotted path or a callable"),
+    "IDEMPOTENCY_SCOPE": (
+        _is_dotted_path_or_callable,
+        "a callable or the importable dotted path of one",
+    ),
+    "IDEMPOTENCY_FINGERPRINT": (
+        _is_dotted_path_or_callable,
+        "a callable or the importable dotted path of one",
+    ),
 }
 
 
@@ -137,6 +158,27 @@ def check_middleware(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> 
     return []
 
 
+@register()
+def check_required_everywhere(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Warn that a global ``IDEMPOTENCY_REQUIRED`` also covers forms such as the admin (W001)."""
+    if not getattr(settings, "IDEMPOTENCY_REQUIRED", False):
+        return []
+    if MIDDLEWARE_PATH not in settings.MIDDLEWARE:
+        return []
+    return [
+        Warning(
+            "IDEMPOTENCY_REQUIRED is True with IdempotencyMiddleware installed, so every "
+            "POST and PATCH to every view needs an Idempotency-Key, including HTML forms "
+            "such as the admin and login pages.",
+            hint="Require keys per view instead (@idempotent(required=True), "
+            "idempotency_required = True), or mark form views @idempotency_exempt.",
+            id="django_idempotency.W001",
+        )
+    ]
+
+
 @register(Tags.urls)
 def check_decorated_views(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
@@ -149,6 +191,7 @@ def check_decorated_views(
             f"{view.__module__}.{getattr(view, '__qualname__', view.__class__.__name__)}"
             for view in _views(get_resolver().url_patterns)
             if get_view_options(view) is not None
+            and not getattr(view, HANDLED_BY_VIEW_ATTRIBUTE, False)
         }
     )
     if not decorated:

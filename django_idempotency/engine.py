@@ -24,7 +24,7 @@ from django_idempotency.exceptions import (
 )
 from django_idempotency.keys import parse_key
 from django_idempotency.policy import Policy
-from django_idempotency.responses import is_storable, problem_response, replay_response
+from django_idempotency.responses import is_storable, replay_response
 from django_idempotency.signals import idempotency_failed_open, idempotency_replayed
 from django_idempotency.storage.base import (
     Claim,
@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 # How often a request in "wait" mode looks again at an in-flight key.
 _WAIT_POLL_SECONDS = 0.05
 _MAX_SCOPE_LENGTH = 255
+_MAX_FINGERPRINT_LENGTH = 64
+# RFC 9110 §9.2.1: safe methods change nothing, so a key on them is ignored (DESIGN §3).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 #: The body stored for a request that raised, when the outcome is unknown (DESIGN §4).
 _UNKNOWN_OUTCOME = StoredResponse(
@@ -60,7 +63,7 @@ def begin(request: HttpRequest, policy: Policy) -> Execution | HttpResponse | No
     owns the key and must run the view. Raise an ``IdempotencyError`` for every problem.
     """
     method = (request.method or "").upper()
-    if method not in policy.methods:
+    if method in SAFE_METHODS or method not in policy.methods:
         return None
     raw_key = request.headers.get(policy.header)
     if raw_key is None:
@@ -69,10 +72,10 @@ def begin(request: HttpRequest, policy: Policy) -> Execution | HttpResponse | No
         return None
     key = parse_key(raw_key)
     try:
-        fingerprint = policy.fingerprint(request)
+        fingerprint = _bounded(policy.fingerprint(request), _MAX_FINGERPRINT_LENGTH)
     except RequestDataTooBig as exc:
         raise IdempotencyRequestTooLarge from exc
-    scope = _bounded_scope(policy.scope(request))
+    scope = _bounded(policy.scope(request), _MAX_SCOPE_LENGTH)
     deadline = time.monotonic() + policy.wait_timeout.total_seconds()
     while True:
         try:
@@ -112,10 +115,11 @@ def _answer_existing(record: Record, fingerprint: str, policy: Policy) -> HttpRe
     return None
 
 
-def _bounded_scope(scope: str) -> str:
-    if len(scope) <= _MAX_SCOPE_LENGTH:
-        return scope
-    return "sha256:" + hashlib.sha256(scope.encode()).hexdigest()
+def _bounded(value: str, limit: int) -> str:
+    # Custom scope and fingerprint functions may return anything; the stores have columns.
+    if len(value) <= limit:
+        return value
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class _RollBack(Exception):
@@ -138,7 +142,11 @@ class Execution:
             self._atomic = atomic
 
     def finish(self, response: HttpResponseBase) -> HttpResponseBase:
-        """Store or release according to the view's response, then close the transaction."""
+        """Store or release according to the view's response, then close the transaction.
+
+        Raise an ``IdempotencyError`` when the response cannot stand: the lease ended (the
+        view's writes were rolled back) or the store failed inside the transaction.
+        """
         render = getattr(response, "render", None)
         if callable(render) and not getattr(response, "is_rendered", True):
             render()
@@ -206,16 +214,14 @@ class Execution:
                 logger.warning("An idempotent request finished after its lease ended.")
                 return response
             self._close(commit=False)
-            return problem_response(IdempotencyLeaseExpired(retry_after=self.policy.retry_after))
+            raise IdempotencyLeaseExpired(retry_after=self.policy.retry_after) from None
         except StorageUnavailable:
             if self._atomic is None:
                 logger.error("Could not store the response of an idempotent request.")
                 return response
             self._close(commit=False)
             self._release()
-            return problem_response(
-                IdempotencyStoreUnavailable(retry_after=self.policy.retry_after)
-            )
+            raise IdempotencyStoreUnavailable(retry_after=self.policy.retry_after) from None
         try:
             self._close(commit=True)
         except DatabaseError:

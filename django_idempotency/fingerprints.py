@@ -12,7 +12,9 @@ def default_fingerprint(request: HttpRequest) -> str:
     """Return a SHA-256 over the method, path, sorted query, content type and body."""
     digest = hashlib.sha256()
     query = sorted((name, value) for name, values in request.GET.lists() for value in values)
-    for part in (request.method or "", request.path, repr(query), request.content_type or ""):
+    # The media type alone: DRF's request reports parameters (charset) that Django's drops.
+    media_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+    for part in (request.method or "", request.path, repr(query), media_type):
         digest.update(part.encode("utf-8", "surrogateescape"))
         digest.update(b"\x00")
     digest.update(_body_digest(request))

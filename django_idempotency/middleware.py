@@ -81,7 +81,10 @@ class IdempotencyMiddleware:
         if execution is None:
             return response
         setattr(request, _EXECUTION_ATTRIBUTE, None)
-        return execution.finish(response)
+        try:
+            return execution.finish(response)
+        except IdempotencyError as error:
+            return problem_response(error)
 
     def _abort(self, request: HttpRequest) -> None:
         execution: engine.Execution | None = getattr(request, _EXECUTION_ATTRIBUTE, None)

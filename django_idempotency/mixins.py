@@ -7,12 +7,14 @@ from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from django_idempotency import engine
 from django_idempotency.conf import OnConflict, idempotency_settings, resolve_callable
@@ -27,6 +29,7 @@ class IdempotencyAPIException(exceptions.APIException):
 
     def __init__(self, error: IdempotencyError) -> None:
         self.status_code = error.status_code
+        self.default_code = error.default_code
         super().__init__(detail=error.detail, code=error.default_code)
         self.error = error
         # DRF's exception handler turns ``wait`` into Retry-After.
@@ -61,8 +64,20 @@ class IdempotencyMixin:
     """Make a DRF view honour ``Idempotency-Key``; put it first among the view's bases.
 
     Every ``IDEMPOTENCY_*`` setting can be overridden with an ``idempotency_<name>``
-    attribute (``None`` keeps the setting) or a ``get_idempotency_<name>()`` hook.
+    attribute (``None`` keeps the setting). ``get_idempotency_options()`` decides per
+    request; the common options also have their own ``get_idempotency_<name>()`` hook.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # After APIView in the MRO, the mixin's dispatch() and as_view() never run and
+        # the view would silently lose its protection.
+        mro = cls.__mro__
+        if APIView in mro and mro.index(APIView) < mro.index(IdempotencyMixin):
+            raise ImproperlyConfigured(
+                f"{cls.__qualname__} must list IdempotencyMixin before its DRF view class: "
+                f"class {cls.__name__}(IdempotencyMixin, ...)."
+            )
 
     idempotency_required: bool | None = None
     idempotency_methods: Iterable[str] | None = None
@@ -184,7 +199,12 @@ class IdempotencyMixin:
         if execution is not None:
             if isinstance(response, Response):
                 response.render()
-            return execution.finish(response)
+            try:
+                return execution.finish(response)
+            except IdempotencyError as error:
+                # Rendered by the project's DRF exception handler, like every other error.
+                failure = self.handle_exception(IdempotencyAPIException(error))
+                return super().finalize_response(request, failure, *args, **kwargs)  # type: ignore[misc, no-any-return]
         self._close_request_transaction(failed=False)
         return response
 

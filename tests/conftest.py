@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     redis_reason = None
     for item in items:
         if "postgres" in item.keywords and not is_postgres():
-            reason = "needs PostgreSQL: runs in the PostgreSQL pass (IDEMPOTENCY_TEST_DATABASE=postgres)"
+            reason = "needs PostgreSQL: runs in the PostgreSQL pass (dev.py test)"
             if REQUIRE_SERVICES:
                 item.add_marker(pytest.mark.usefixtures("_fail_without_postgres"))
             else:

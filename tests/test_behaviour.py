@@ -96,6 +96,14 @@ def test_safe_method__ignores_key_and_never_requires_it(client: Client, url: str
     assert not IdempotencyKey.objects.exists()
 
 
+def test_safe_method__is_never_covered_even_when_listed(client: Client, settings: Any):
+    settings.IDEMPOTENCY_METHODS = ["GET", "POST"]
+
+    client.get("/plain/behave/", headers={"Idempotency-Key": "k"})
+
+    assert not IdempotencyKey.objects.exists()
+
+
 # Missing and malformed keys
 
 
@@ -274,6 +282,24 @@ def test_mismatch__same_key_different_request_is_422(
     assert response.status_code == 422
     assert is_problem(response, "idempotency_key_mismatch")
     assert executions() == 1
+
+
+def test_retry__with_another_charset_parameter_is_the_same_request(client: Client, url: str):
+    body = json.dumps({"label": "pay"})
+    headers = {"Idempotency-Key": "k"}
+    client.post(url, body, content_type="application/json", headers=headers)
+
+    retry = client.post(url, body, content_type="application/json; charset=utf-8", headers=headers)
+
+    assert retry["Idempotent-Replayed"] == "true"
+
+
+def test_fingerprint__custom_function_may_return_any_length(client: Client, settings: Any):
+    settings.IDEMPOTENCY_FINGERPRINT = lambda request: "f" * 500 + request.body.decode()
+    send(client, "/plain/behave/", {"label": "a"}, key="k")
+
+    assert send(client, "/plain/behave/", {"label": "a"}, key="k")["Idempotent-Replayed"]
+    assert send(client, "/plain/behave/", {"label": "b"}, key="k").status_code == 422
 
 
 def test_mismatch__different_path_is_422(client: Client, settings: Any):

@@ -28,12 +28,15 @@ def test_checks__pass_on_the_test_settings():
         ("IDEMPOTENCY_LEASE", -5),
         ("IDEMPOTENCY_METHODS", "POST"),
         ("IDEMPOTENCY_METHODS", []),
+        ("IDEMPOTENCY_METHODS", ["POST", "get"]),
         ("IDEMPOTENCY_REQUIRED", "yes"),
         ("IDEMPOTENCY_ON_CONFLICT", "block"),
         ("IDEMPOTENCY_MISMATCH_STATUS", 500),
         ("IDEMPOTENCY_MAX_RESPONSE_SIZE", True),
         ("IDEMPOTENCY_DATABASE", "nowhere"),
         ("IDEMPOTENCY_SCOPE", 42),
+        ("IDEMPOTENCY_SCOPE", "nowhere.scope"),
+        ("IDEMPOTENCY_FINGERPRINT", "django_idempotency.fingerprints.missing"),
     ],
 )
 def test_settings_check__reports_bad_type_or_range_as_e001(name: str, value: Any):
@@ -74,3 +77,19 @@ def test_decorated_views_check__reports_missing_middleware_as_e004():
 
     assert len(messages) == 1
     assert "tests.testapp.views.decorated_behave" in messages[0].msg
+
+
+def test_required_check__warns_that_a_global_requirement_covers_forms_as_w001():
+    with override_settings(IDEMPOTENCY_REQUIRED=True):
+        assert "django_idempotency.W001" in ids()
+    assert "django_idempotency.W001" not in ids()
+
+
+def test_mixin__after_the_drf_view_class_is_refused_at_class_creation():
+    from django.core.exceptions import ImproperlyConfigured
+    from rest_framework.views import APIView
+
+    from django_idempotency.mixins import IdempotencyMixin
+
+    with pytest.raises(ImproperlyConfigured, match="before its DRF view class"):
+        type("Backwards", (APIView, IdempotencyMixin), {})
