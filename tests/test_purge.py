@@ -214,8 +214,15 @@ def test_purge__unimportable_storage_fails() -> None:
 
 
 @pytest.fixture
-def on_delete() -> Iterator[Callable[[Callable[[], None]], None]]:
-    """Run a callback just before the purge's DELETE statement reaches the database."""
+def on_delete(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Callable[[Callable[[], None]], None]]:
+    """Run a callback between the purge's SELECT of a batch and its DELETE.
+
+    PostgreSQL and SQLite select and delete in one statement; this takes the two-statement
+    path (used where a DELETE cannot select from its own table) to open the window.
+    """
+    monkeypatch.setattr(connection.features, "update_can_self_select", False)
     callbacks: list[Callable[[], None]] = []
 
     def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:

@@ -22,42 +22,33 @@ DEFAULT_BATCH_SIZE = 5000
 
 @dataclass
 class BatchResult:
-    """What one batch's transaction did, how long it held its locks, and where it stopped."""
+    """What one batch's transaction did and how long it held its locks."""
 
     deleted: int
     seconds: float
-    last_expires_at: datetime
 
 
 def purge_batch(
-    using: str,
-    *,
-    now: datetime,
-    grace: timedelta,
-    batch_size: int,
-    after: datetime | None = None,
+    using: str, *, now: datetime, grace: timedelta, batch_size: int
 ) -> BatchResult | None:
     """Delete one batch of purgeable records in its own transaction; None when none are left."""
     records = IdempotencyKey.objects.using(using)
+    features = connections[using].features
     started = time.perf_counter()
     with transaction.atomic(using=using):
-        candidates = records.purgeable(now, grace=grace)
-        if after is not None:
-            # Continue where the last batch stopped instead of re-walking the dead index
-            # entries it left behind.
-            candidates = candidates.filter(expires_at__gte=after)
-        if connections[using].features.has_select_for_update_skip_locked:
+        candidates = records.purgeable(now, grace=grace).order_by("expires_at")
+        if features.has_select_for_update_skip_locked:
             # Rows a request is re-claiming, or another purge holds, are skipped, not awaited.
             candidates = candidates.select_for_update(skip_locked=True)
-        rows = list(candidates.order_by("expires_at").values_list("pk", "expires_at")[:batch_size])
-        if not rows:
-            return None
-        # The DELETE re-checks expiry itself: a record claimed, completed or re-claimed since
-        # it was selected has moved its expires_at into the future and survives.
-        deleted, _ = (
-            records.purgeable(now, grace=grace).filter(pk__in=[pk for pk, _ in rows]).delete()
-        )
-    return BatchResult(deleted, time.perf_counter() - started, rows[-1][1])
+        batch: Any = candidates.values("pk")[:batch_size]
+        if not features.update_can_self_select:
+            batch = list(batch.values_list("pk", flat=True))
+        # One statement; its own WHERE re-checks expiry, so a record claimed, completed or
+        # re-claimed since it was chosen has moved its expires_at into the future and survives.
+        deleted, _ = records.purgeable(now, grace=grace).filter(pk__in=batch).delete()
+    if not deleted:
+        return None
+    return BatchResult(deleted, time.perf_counter() - started)
 
 
 class Command(BaseCommand):

@@ -1,0 +1,145 @@
+"""The admin end to end in a real headless Chromium: log in, filter, open a record, act on it.
+
+Needs the system browser (Debian: ``apt-get install chromium chromium-driver``). Without it
+the test is skipped with the reason; with ``IDEMPOTENCY_REQUIRE_SERVICES=1`` (CI) it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from django_idempotency.models import IdempotencyKey
+from tests.factories import IdempotencyKeyFactory
+
+REQUIRE_SERVICES = os.environ.get("IDEMPOTENCY_REQUIRE_SERVICES") == "1"
+CHROMIUM = os.environ.get("IDEMPOTENCY_CHROMIUM") or shutil.which("chromium")
+CHROMEDRIVER = os.environ.get("IDEMPOTENCY_CHROMEDRIVER") or shutil.which("chromedriver")
+CHANGELIST = "/admin/django_idempotency/idempotencykey/"
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def chromium_problem() -> str | None:
+    """Return why the headless browser cannot run, or None when it can."""
+    missing = [
+        name for name, path in (("chromium", CHROMIUM), ("chromedriver", CHROMEDRIVER)) if not path
+    ]
+    if missing:
+        return (
+            f"needs a headless Chromium: {' and '.join(missing)} not found on PATH "
+            "(Debian: apt-get install chromium chromium-driver)"
+        )
+    return None
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[object]:
+    """A headless Chromium driven by Selenium through the system chromedriver."""
+    problem = chromium_problem()
+    if problem:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{problem}; IDEMPOTENCY_REQUIRE_SERVICES=1 forbids skipping")
+        pytest.skip(problem)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    driver.set_page_load_timeout(30)
+    driver.implicitly_wait(5)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_admin_browser__log_in_filter_open_and_release(
+    browser: object, live_server: object
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.support.select import Select
+
+    assert isinstance(browser, WebDriver)
+    url = str(live_server.url)  # type: ignore[attr-defined]
+    User.objects.create_superuser("operator", "operator@example.com", "correct horse")
+    stuck = IdempotencyKeyFactory(
+        key="stuck-key", in_flight=True, expires_at=timezone.now() + timedelta(minutes=1)
+    )
+    done = IdempotencyKeyFactory(
+        key="done-key",
+        response_headers=[["Content-Type", "application/json"], ["Set-Cookie", "sid=SECRET"]],
+        response_body=b'{"order":"<b>42</b>"}',
+    )
+
+    # Log in.
+    browser.get(f"{url}/admin/login/?next={CHANGELIST}")
+    browser.find_element(By.NAME, "username").send_keys("operator")
+    browser.find_element(By.NAME, "password").send_keys("correct horse")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    rows = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
+    assert {row.find_element(By.CSS_SELECTOR, "th a").text for row in rows} == {
+        "stuck-key",
+        "done-key",
+    }
+
+    # Filter to in-flight keys.
+    browser.find_element(By.CSS_SELECTOR, '#changelist-filter a[href="?state=in_flight"]').click()
+    rows = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
+    assert [row.find_element(By.CSS_SELECTOR, "th a").text for row in rows] == ["stuck-key"]
+
+    # Open a completed record: its preview is escaped and its cookie hidden.
+    browser.get(f"{url}{CHANGELIST}?q=done-key")
+    browser.find_element(By.LINK_TEXT, "done-key").click()
+    preview = browser.find_element(By.CSS_SELECTOR, "pre.idempotency-preview").text
+    assert '"order": "<b>42</b>"' in preview
+    assert not browser.find_elements(By.CSS_SELECTOR, "pre.idempotency-preview b")
+    assert "SECRET" not in browser.page_source
+    assert done.token in browser.page_source
+    assert not browser.find_elements(By.NAME, "_save")
+
+    # Open the stuck record and release it from its page.
+    browser.get(f"{url}{CHANGELIST}?state=in_flight")
+    browser.find_element(By.LINK_TEXT, "stuck-key").click()
+    assert stuck.token in browser.page_source
+    browser.find_element(By.CSS_SELECTOR, 'button[value="release_keys"]').click()
+    assert (
+        "Released 1 idempotency key." in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
+    )
+    assert not IdempotencyKey.objects.filter(pk=stuck.pk).exists()
+
+    # Run an action from the list: expire the completed record now.
+    browser.find_element(
+        By.CSS_SELECTOR, f'input[name="_selected_action"][value="{done.pk}"]'
+    ).click()
+    Select(browser.find_element(By.NAME, "action")).select_by_value("expire_keys")
+    browser.find_element(By.CSS_SELECTOR, 'button[name="index"]').click()
+    assert (
+        "Expired 1 idempotency key." in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
+    )
+    done.refresh_from_db()
+    assert done.expires_at <= timezone.now()
