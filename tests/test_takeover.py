@@ -1,0 +1,238 @@
+"""An owner slower than its lease: it cannot complete, and its writes do not survive.
+
+The lease is 1 s; the first run of the view sleeps longer (after making its writes), the
+runs after it do not. With DatabaseStorage the owner's writes and the stored response share
+one transaction, so a late owner answers 409 ``idempotency_lease_expired`` and its writes
+roll back: exactly one business write survives, the one of whoever completed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.http.response import HttpResponseBase
+from django.test import Client, override_settings
+
+from django_idempotency.exceptions import IdempotencyLeaseExpired
+from tests.testapp import views
+from tests.testapp.models import Execution, Order
+
+LEASE = 1.0
+OWNER_SECONDS = 2.0
+# How long after the owner's view started the second request comes: past the lease.
+TAKEOVER_AFTER = LEASE + 0.2
+JOIN_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    path: str
+    payload: dict[str, Any]
+    patch: Callable[[pytest.MonkeyPatch, Callable[[], None]], None]
+    count: Callable[[], int]
+
+
+def _patch_behave(monkeypatch: pytest.MonkeyPatch, after_writes: Callable[[], None]) -> None:
+    behave = views.behave
+
+    def slow_behave(payload: dict[str, Any], label: str) -> Any:
+        response = behave(payload, label)
+        after_writes()
+        return response
+
+    monkeypatch.setattr(views, "behave", slow_behave)
+
+
+def _patch_perform_create(
+    monkeypatch: pytest.MonkeyPatch, after_writes: Callable[[], None]
+) -> None:
+    perform_create = views.OrderViewSet.perform_create
+
+    def slow_create(self: views.OrderViewSet, serializer: views.OrderSerializer) -> None:
+        perform_create(self, serializer)
+        after_writes()
+
+    monkeypatch.setattr(views.OrderViewSet, "perform_create", slow_create)
+
+
+def _count_orders() -> int:
+    orders = Order.objects.count()
+    assert Execution.objects.filter(label="order").count() == orders
+    return orders
+
+
+MIDDLEWARE = EntryPoint(
+    "/decorated/behave/",
+    {"label": "takeover"},
+    _patch_behave,
+    lambda: Execution.objects.filter(label="takeover").count(),
+)
+DRF_VIEWSET = EntryPoint("/api/orders/", {"item": "book"}, _patch_perform_create, _count_orders)
+
+
+@pytest.fixture(
+    params=[pytest.param(MIDDLEWARE, id="middleware"), pytest.param(DRF_VIEWSET, id="drf_viewset")]
+)
+def entry(request: pytest.FixtureRequest) -> EntryPoint:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def short_lease() -> Iterator[None]:
+    with override_settings(IDEMPOTENCY_LEASE=LEASE):
+        yield
+
+
+@pytest.fixture
+def first_run_is_slow(
+    entry: EntryPoint, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[float], threading.Event]:
+    """Make the view's first run sleep after its writes; return an event set as it starts to."""
+
+    def arrange(seconds: float) -> threading.Event:
+        started = threading.Event()
+        delays = iter([seconds])
+
+        def after_writes() -> None:
+            delay = next(delays, 0.0)
+            if delay:
+                started.set()
+                time.sleep(delay)
+
+        entry.patch(monkeypatch, after_writes)
+        return started
+
+    return arrange
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    replayed: bool
+    body: bytes
+
+    @property
+    def is_lease_expired(self) -> bool:
+        """A 409 for a lost lease: a problem document, or DRF's ``{"detail": ...}``."""
+        if self.status != 409:
+            return False
+        error = json.loads(self.body)
+        if "code" in error:
+            return bool(error["code"] == IdempotencyLeaseExpired.default_code)
+        return bool(error == {"detail": IdempotencyLeaseExpired.default_detail})
+
+    @classmethod
+    def of(cls, response: HttpResponseBase) -> Answer:
+        return cls(
+            response.status_code,
+            response.get("Idempotent-Replayed") == "true",
+            response.content,  # type: ignore[attr-defined]
+        )
+
+
+def post(entry: EntryPoint, key: str) -> Answer:
+    response = Client().post(
+        entry.path,
+        data=json.dumps(entry.payload),
+        content_type="application/json",
+        headers={"Idempotency-Key": key},
+    )
+    return Answer.of(response)
+
+
+def send_in_thread(entry: EntryPoint, key: str) -> tuple[threading.Thread, list[Answer]]:
+    answers: list[Answer] = []
+
+    def run() -> None:
+        try:
+            answers.append(post(entry, key))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, answers
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("short_lease")
+def test_takeover__owner_slower_than_its_lease_cannot_complete_and_rolls_back(
+    entry: EntryPoint, first_run_is_slow: Callable[[float], threading.Event]
+) -> None:
+    first_run_is_slow(LEASE + 0.3)
+    key = f"key-{uuid.uuid4()}"
+
+    late = post(entry, key)
+
+    assert late.is_lease_expired, late
+    assert entry.count() == 0
+    retry = post(entry, key)
+    assert (retry.status, retry.replayed) == (201, False)
+    assert entry.count() == 1
+    assert post(entry, key) == Answer(201, True, retry.body)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("short_lease")
+def test_takeover__second_request_takes_over_while_the_owner_still_runs(
+    entry: EntryPoint, first_run_is_slow: Callable[[float], threading.Event]
+) -> None:
+    # PostgreSQL only: on SQLite the owner's open write transaction locks out every other
+    # writer, so nobody can take over while it runs.
+    started = first_run_is_slow(OWNER_SECONDS)
+    key = f"key-{uuid.uuid4()}"
+
+    owner, owner_answers = send_in_thread(entry, key)
+    assert started.wait(timeout=JOIN_SECONDS)
+    time.sleep(TAKEOVER_AFTER)
+    taker = post(entry, key)
+    assert owner.is_alive(), "the owner finished before the takeover; the test proves nothing"
+    owner.join(timeout=JOIN_SECONDS)
+
+    assert (taker.status, taker.replayed) == (201, False)
+    assert len(owner_answers) == 1
+    assert owner_answers[0].is_lease_expired, owner_answers
+    # The owner's writes rolled back with its refused completion; the taker's stayed.
+    assert entry.count() == 1
+    assert post(entry, key) == Answer(201, True, taker.body)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("short_lease", "redis_cache")
+@override_settings(
+    IDEMPOTENCY_STORAGE="django_idempotency.storage.CacheStorage",
+    IDEMPOTENCY_CACHE_ALIAS="idempotency",
+)
+def test_takeover_cache__late_owner_keeps_its_response_but_cannot_store_it(
+    entry: EntryPoint,
+    first_run_is_slow: Callable[[float], threading.Event],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # CacheStorage shares no transaction with the view: a late owner's writes are already
+    # committed, so it answers what it did. What the lease still guarantees is that its
+    # completion is refused, and every later retry replays the taker's response.
+    started = first_run_is_slow(OWNER_SECONDS)
+    key = f"key-{uuid.uuid4()}"
+
+    owner, owner_answers = send_in_thread(entry, key)
+    assert started.wait(timeout=JOIN_SECONDS)
+    time.sleep(TAKEOVER_AFTER)
+    taker = post(entry, key)
+    owner.join(timeout=JOIN_SECONDS)
+
+    assert (taker.status, taker.replayed) == (201, False)
+    assert [(a.status, a.replayed) for a in owner_answers] == [(201, False)]
+    assert entry.count() == 2
+    assert "finished after its lease ended" in caplog.text
+    assert post(entry, key) == Answer(201, True, taker.body)
