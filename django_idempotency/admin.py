@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
@@ -187,16 +187,14 @@ class IdempotencyKeyChangeList(ChangeList):
         # Django accepts ?o= for any column; an unindexed sort would scan millions of rows.
         if field_name not in (self.sortable_by or ()):
             return None
-        return super().get_ordering_field(field_name)  # type: ignore[no-any-return]
+        return cast("str | None", super().get_ordering_field(field_name))
 
     def get_queryset(
         self, request: HttpRequest, exclude_parameters: list[str | None] | None = None
     ) -> QuerySet[IdempotencyKey]:
         queryset: QuerySet[IdempotencyKey] = super().get_queryset(request, exclude_parameters)
         listed = queryset.defer("response_headers", "response_body")
-        return DateRangeQuerySet(
-            model=IdempotencyKey, query=listed.query, using=listed.db, hints=listed._hints
-        )
+        return DateRangeQuerySet(model=IdempotencyKey, query=listed.query, using=listed.db)
 
 
 class StateFilter(admin.SimpleListFilter):

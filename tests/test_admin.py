@@ -580,3 +580,21 @@ def test_permissions__delete_allows_delete_selected(records: dict[str, Any]) -> 
     run_action(client, "delete_selected", records["expired"], post="yes")
 
     assert not IdempotencyKey.objects.filter(pk=records["expired"].pk).exists()
+
+
+@pytest.mark.django_db
+def test_changelist__date_hierarchy_offers_each_day_between_first_and_last(
+    admin_client: Client,
+) -> None:
+    first = timezone.now().replace(day=10, hour=12)
+    IdempotencyKeyFactory(created_at=first)
+    IdempotencyKeyFactory(created_at=first + timedelta(days=2))
+
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(changelist_url())
+
+    content = response.content.decode()
+    for day in (10, 11, 12):
+        assert f"created_at__day={day}" in content
+    assert "created_at__day=13" not in content
+    assert not [q for q in queries.captured_queries if "DISTINCT" in q["sql"].upper()]

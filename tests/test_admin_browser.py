@@ -20,8 +20,9 @@ from django_idempotency.models import IdempotencyKey
 from tests.factories import IdempotencyKeyFactory
 
 REQUIRE_SERVICES = os.environ.get("IDEMPOTENCY_REQUIRE_SERVICES") == "1"
-CHROMIUM = os.environ.get("IDEMPOTENCY_CHROMIUM") or shutil.which("chromium")
-CHROMEDRIVER = os.environ.get("IDEMPOTENCY_CHROMEDRIVER") or shutil.which("chromedriver")
+# A name is looked up on PATH; a path must exist and be executable.
+CHROMIUM = shutil.which(os.environ.get("IDEMPOTENCY_CHROMIUM", "chromium"))
+CHROMEDRIVER = shutil.which(os.environ.get("IDEMPOTENCY_CHROMEDRIVER", "chromedriver"))
 CHANGELIST = "/admin/django_idempotency/idempotencykey/"
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
