@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import factory
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from django_idempotency.models import IdempotencyKey
@@ -43,3 +44,14 @@ class IdempotencyKeyFactory(factory.django.DjangoModelFactory[IdempotencyKey]):
         expired = factory.Trait(
             created_at=factory.LazyFunction(lambda: timezone.now() - timedelta(days=2)),
         )
+
+
+class UserFactory(factory.django.DjangoModelFactory[User]):
+    """An active user with a known password (``password``)."""
+
+    class Meta:
+        model = User
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user-{n:04d}")
+    password = factory.django.Password("password")
