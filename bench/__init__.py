@@ -1,0 +1,1 @@
+"""Benchmarks: the cost of idempotency per request (``requests``) and per design (``designs``)."""

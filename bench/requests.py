@@ -1,0 +1,434 @@
+"""Per-request cost of idempotency keys: bare views against the same views behind the library.
+
+Run from the repository root (``-m``, so this module never shadows the ``requests`` package)::
+
+    .venv/bin/python -m bench.requests                  # SQLite and PostgreSQL, 2,000 each
+    .venv/bin/python -m bench.requests -n 5000 --databases postgres --json results.json
+
+Each database runs in its own process. Every variant is called through Django's own
+``WSGIHandler`` with a prebuilt WSGI environ (no test client, no network), so the bare and the
+idempotent requests share one harness and the ratio is this library's cost alone. Variants run
+interleaved, in a shuffled order each round, to spread drift (CPU frequency, autovacuum, the
+page cache) over all of them. The PostgreSQL database is created and dropped by the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import io
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+PG_NAME = "idempotency_bench"
+MIDDLEWARE_PATH = "django_idempotency.middleware.IdempotencyMiddleware"
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    name: str
+    label: str
+    #: The bare variant this one is compared with.
+    baseline: str
+    path: str
+    #: "none": no key; "first": a fresh key each request; "replay": a completed key.
+    key: str = "none"
+    #: Which handler serves it: "bare" (no middleware) or "middleware".
+    handler: str = "bare"
+    #: For a replay, the variant whose completed keys it replays.
+    replays: str = ""
+    needs_redis: bool = False
+
+
+VARIANTS = (
+    Variant("drf.bare", "DRF view, bare", "drf.bare", "/drf/bare/"),
+    Variant("drf.mixin.first", "DRF + mixin, first request", "drf.bare", "/drf/mixin/", "first"),
+    Variant(
+        "drf.mixin.replay",
+        "DRF + mixin, replay",
+        "drf.bare",
+        "/drf/mixin/",
+        "replay",
+        replays="drf.mixin.first",
+    ),
+    Variant(
+        "drf.redis.first",
+        "DRF + mixin (Redis), first request",
+        "drf.bare",
+        "/drf/mixin-redis/",
+        "first",
+        needs_redis=True,
+    ),
+    Variant(
+        "drf.redis.replay",
+        "DRF + mixin (Redis), replay",
+        "drf.bare",
+        "/drf/mixin-redis/",
+        "replay",
+        replays="drf.redis.first",
+        needs_redis=True,
+    ),
+    Variant("plain.bare", "plain view, bare", "plain.bare", "/plain/"),
+    Variant(
+        "plain.middleware.nokey",
+        "plain + middleware, no key",
+        "plain.bare",
+        "/plain/",
+        handler="middleware",
+    ),
+    Variant(
+        "plain.middleware.first",
+        "plain + middleware, first request",
+        "plain.bare",
+        "/plain/",
+        "first",
+        handler="middleware",
+    ),
+    Variant(
+        "plain.middleware.replay",
+        "plain + middleware, replay",
+        "plain.bare",
+        "/plain/",
+        "replay",
+        handler="middleware",
+        replays="plain.middleware.first",
+    ),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.requests", description=__doc__)
+    parser.add_argument(
+        "-n", "--requests", type=int, default=2000, help="timed requests per variant"
+    )
+    parser.add_argument("--warmup", type=int, default=200, help="untimed requests per variant")
+    parser.add_argument(
+        "--databases", default="sqlite,postgres", help="comma-separated: sqlite, postgres"
+    )
+    parser.add_argument("--no-redis", action="store_true", help="skip the CacheStorage variants")
+    parser.add_argument(
+        "--synchronous-commit",
+        default="on",
+        choices=["on", "off", "local"],
+        help="PostgreSQL's synchronous_commit for the run's sessions",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of the per-round shuffle")
+    parser.add_argument(
+        "--json", metavar="PATH", help="also write the results as JSON ('-': stdout)"
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-output", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return run_child(args)
+    return run_parent(args)
+
+
+# The parent: one child process per database, then the table.
+
+
+def run_parent(args: argparse.Namespace) -> int:
+    databases = [name.strip() for name in args.databases.split(",") if name.strip()]
+    redis_prefix = f"bench-{uuid.uuid4().hex[:12]}"
+    results: dict[str, Any] = {
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+        },
+        "requests_per_variant": args.requests,
+        "warmup_per_variant": args.warmup,
+        "synchronous_commit": args.synchronous_commit,
+        "databases": {},
+    }
+    for database in databases:
+        print(f"running {database} ({args.requests} requests per variant)...", file=sys.stderr)
+        with tempfile.TemporaryDirectory(prefix="idempotency-bench-") as workdir:
+            env = dict(os.environ)
+            env.update(
+                DJANGO_SETTINGS_MODULE="bench.settings",
+                BENCH_DATABASE=database,
+                BENCH_SQLITE_PATH=os.path.join(workdir, "bench.sqlite3"),
+                BENCH_PG_NAME=PG_NAME,
+                BENCH_REDIS_PREFIX=redis_prefix,
+                BENCH_PG_SYNCHRONOUS_COMMIT=args.synchronous_commit,
+            )
+            output = os.path.join(workdir, "result.json")
+            command = [
+                sys.executable,
+                "-m",
+                "bench.requests",
+                "--child",
+                database,
+                "--child-output",
+                output,
+                "-n",
+                str(args.requests),
+                "--warmup",
+                str(args.warmup),
+                "--seed",
+                str(args.seed),
+            ]
+            if args.no_redis:
+                command.append("--no-redis")
+            if database == "postgres":
+                _recreate_pg_database(PG_NAME)
+            try:
+                subprocess.run(command, env=env, check=True)
+            finally:
+                if database == "postgres":
+                    _drop_pg_database(PG_NAME)
+            with open(output) as file:
+                results["databases"][database] = json.load(file)
+    print_table(results)
+    if args.json == "-":
+        json.dump(results, sys.stdout, indent=2)
+        print()
+    elif args.json:
+        with open(args.json, "w") as file:
+            json.dump(results, file, indent=2)
+    return 0
+
+
+def _pg_admin_connection() -> Any:
+    import psycopg
+
+    return psycopg.connect(
+        host=os.environ.get("PGHOST", "127.0.0.1"),
+        port=os.environ.get("PGPORT", "5432"),
+        user=os.environ.get("PGUSER", "postgres"),
+        password=os.environ.get("PGPASSWORD", ""),
+        dbname="postgres",
+        autocommit=True,
+    )
+
+
+def _recreate_pg_database(name: str) -> None:
+    with _pg_admin_connection() as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        connection.execute(f'CREATE DATABASE "{name}"')
+
+
+def _drop_pg_database(name: str) -> None:
+    with _pg_admin_connection() as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def print_table(results: dict[str, Any]) -> None:
+    header = (
+        f"{'database':<9} {'variant':<36} {'median ms':>10} {'p99 ms':>8} "
+        f"{'x bare med':>10} {'x bare p99':>10} {'queries':>7}"
+    )
+    print()
+    print(
+        f"{results['requests_per_variant']} timed requests per variant "
+        f"(+{results['warmup_per_variant']} warm-up), {results['machine']['cpus']} CPUs, "
+        f"Python {results['machine']['python']}"
+    )
+    for database, result in results["databases"].items():
+        print(f"\n{database}: {result['server']}")
+        print(header)
+        print("-" * len(header))
+        for row in result["variants"].values():
+            print(
+                f"{database:<9} {row['label']:<36} {row['median_ms']:>10.3f} {row['p99_ms']:>8.3f} "
+                f"{row['ratio_median']:>10.2f} {row['ratio_p99']:>10.2f} {row['queries']:>7}"
+            )
+        for note in result["notes"]:
+            print(f"  note: {note}")
+
+
+# The child: one database, every variant, interleaved.
+
+
+def run_child(args: argparse.Namespace) -> int:
+    import django
+
+    django.setup()
+
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext, override_settings
+
+    call_command("migrate", run_syncdb=True, verbosity=0)
+    notes: list[str] = []
+    variants = list(VARIANTS)
+    if args.no_redis:
+        variants = [v for v in variants if not v.needs_redis]
+    elif (problem := _redis_problem()) is not None:
+        notes.append(f"Redis variants skipped: {problem}")
+        variants = [v for v in variants if not v.needs_redis]
+
+    handlers: dict[str, Callable[..., Any]] = {"bare": WSGIHandler()}
+    with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH]):
+        handlers["middleware"] = WSGIHandler()
+
+    completed: dict[str, list[tuple[str, bytes]]] = {v.name: [] for v in variants}
+    counter = iter(range(10**9))
+
+    def request_for(variant: Variant) -> tuple[dict[str, Any], bool]:
+        """Return a fresh environ for one request of ``variant`` and whether it is a replay."""
+        if variant.key == "replay":
+            key, body = completed[variant.replays][-1]
+        else:
+            key = f"{variant.name}-{next(counter)}"
+            body = json.dumps({"amount": "12.50", "currency": "EUR", "reference": key}).encode()
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": variant.path,
+            "SCRIPT_NAME": "",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "testserver",
+            "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_ACCEPT": "application/json",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+        }
+        if variant.key != "none":
+            environ["HTTP_IDEMPOTENCY_KEY"] = key
+        if variant.key == "first":
+            completed[variant.name].append((key, body))
+        return environ, variant.key == "replay"
+
+    def call(variant: Variant) -> int:
+        environ, is_replay = request_for(variant)
+        handler = handlers[variant.handler]
+        seen: list[Any] = []
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> None:
+            seen.append((status, headers))
+
+        started = time.perf_counter_ns()
+        response = handler(environ, start_response)
+        b"".join(response)
+        response.close()
+        elapsed = time.perf_counter_ns() - started
+        status, headers = seen[0]
+        replayed = ("Idempotent-Replayed", "true") in headers
+        if not status.startswith("201") or replayed != is_replay:
+            raise RuntimeError(f"{variant.name}: unexpected {status} (replayed={replayed})")
+        return elapsed
+
+    rng = random.Random(args.seed)
+    # Warm-up: every code path, connection, prepared statement and cache line once and again.
+    firsts = [v for v in variants if v.key != "replay"]
+    for v in firsts:
+        call(v)
+    for _ in range(args.warmup):
+        for v in _shuffled(variants, rng):
+            call(v)
+
+    queries: dict[str, int] = {}
+    for v in variants:
+        with CaptureQueriesContext(connection) as captured:
+            call(v)
+        queries[v.name] = len(captured)
+
+    timings: dict[str, list[int]] = {v.name: [] for v in variants}
+    gc.collect()
+    gc.freeze()
+    for _ in range(args.requests):
+        for v in _shuffled(variants, rng):
+            timings[v.name].append(call(v))
+
+    rows: dict[str, dict[str, Any]] = {}
+    for v in variants:
+        median, p99 = _median(timings[v.name]), _p99(timings[v.name])
+        rows[v.name] = {"label": v.label, "median_ms": median / 1e6, "p99_ms": p99 / 1e6}
+    for v in variants:
+        base = rows[v.baseline]
+        row = rows[v.name]
+        row["ratio_median"] = row["median_ms"] / base["median_ms"]
+        row["ratio_p99"] = row["p99_ms"] / base["p99_ms"]
+        row["queries"] = queries[v.name]
+    if any(v.needs_redis for v in variants):
+        _delete_redis_keys()
+    with open(args.child_output, "w") as file:
+        json.dump({"server": _server_description(), "variants": rows, "notes": notes}, file)
+    return 0
+
+
+def _shuffled(variants: Iterable[Variant], rng: random.Random) -> list[Variant]:
+    order = list(variants)
+    rng.shuffle(order)
+    # A replay needs a completed key of its first-request variant; one exists from the
+    # warm-up, and a replay that runs before this round's first request replays the last one.
+    return order
+
+
+def _median(values: list[int]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[middle])
+    return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _p99(values: list[int]) -> float:
+    ordered = sorted(values)
+    return float(ordered[max(0, -(-len(ordered) * 99 // 100) - 1)])
+
+
+def _redis_problem() -> str | None:
+    from django_redis import get_redis_connection
+
+    try:
+        get_redis_connection("idempotency").ping()
+    except Exception as exc:
+        return f"Redis did not answer PING ({exc})"
+    return None
+
+
+def _delete_redis_keys() -> None:
+    from django.conf import settings
+    from django_redis import get_redis_connection
+
+    client = get_redis_connection("idempotency")
+    prefix = settings.CACHES["idempotency"]["KEY_PREFIX"]
+    names = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    for start in range(0, len(names), 1000):
+        client.delete(*names[start : start + 1000])
+
+
+def _server_description() -> str:
+    import django
+    import rest_framework
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW server_version")
+            version = cursor.fetchone()[0]
+            cursor.execute("SHOW synchronous_commit")
+            server = f"PostgreSQL {version} (local TCP, synchronous_commit={cursor.fetchone()[0]})"
+    else:
+        import sqlite3
+
+        server = f"SQLite {sqlite3.sqlite_version} (file on disk, default journal)"
+    return f"{server}; Django {django.get_version()}, DRF {rest_framework.VERSION}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
