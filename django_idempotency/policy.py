@@ -82,32 +82,82 @@ class Policy:
         unknown = set(given) - set(OPTION_NAMES)
         if unknown:
             raise TypeError(f"unknown idempotency options: {', '.join(sorted(unknown))}")
-        s = idempotency_settings
+        if not given:
+            return _settings_policy()
+        fields = dict(_settings_fields())
+        for name, value in given.items():
+            if name == "replay_headers":
+                fields[name] = fields[name] | _lowered(value)
+            else:
+                fields[name] = _CONVERTERS[name](value)
+        fields["storage"] = get_storage(fields["storage"])
+        return cls(**fields)
 
-        def pick(name: str, default: Any) -> Any:
-            return given.get(name, default)
 
-        return cls(
-            storage=get_storage(pick("storage", s.STORAGE)),
-            header=s.HEADER,
-            methods=frozenset(m.upper() for m in pick("methods", s.METHODS)),
-            required=bool(pick("required", s.REQUIRED)),
-            ttl=to_timedelta(pick("ttl", s.TTL)),
-            lease=to_timedelta(pick("lease", s.LEASE)),
-            on_conflict=pick("on_conflict", s.ON_CONFLICT),
-            wait_timeout=to_timedelta(pick("wait_timeout", s.WAIT_TIMEOUT)),
-            retry_after=to_timedelta(pick("retry_after", s.RETRY_AFTER)),
-            mismatch_status=int(pick("mismatch_status", s.MISMATCH_STATUS)),
-            replay_headers=DEFAULT_REPLAY_HEADERS
-            | s.REPLAY_HEADERS
-            | _lowered(pick("replay_headers", ())),
-            max_response_size=int(pick("max_response_size", s.MAX_RESPONSE_SIZE)),
-            atomic=bool(pick("atomic", s.ATOMIC)),
-            store_server_errors=bool(pick("store_server_errors", s.STORE_SERVER_ERRORS)),
-            fail_open=bool(pick("fail_open", s.FAIL_OPEN)),
-            scope=resolve_callable(pick("scope", s.SCOPE)),
-            fingerprint=resolve_callable(pick("fingerprint", s.FINGERPRINT)),
-        )
+@functools.cache
+def _settings_policy() -> Policy:
+    """Return the policy of a view without overrides, built once until a setting changes."""
+    fields = dict(_settings_fields())
+    fields["storage"] = get_storage(fields["storage"])
+    return Policy(**fields)
+
+
+def _unchanged(value: Any) -> Any:
+    return value
+
+
+def _upper_methods(methods: Iterable[str]) -> frozenset[str]:
+    return frozenset(method.upper() for method in methods)
+
+
+#: How a per-view override becomes a policy field (``replay_headers`` adds to the settings').
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "storage": _unchanged,
+    "methods": _upper_methods,
+    "required": bool,
+    "ttl": to_timedelta,
+    "lease": to_timedelta,
+    "on_conflict": _unchanged,
+    "wait_timeout": to_timedelta,
+    "retry_after": to_timedelta,
+    "mismatch_status": int,
+    "max_response_size": int,
+    "atomic": bool,
+    "store_server_errors": bool,
+    "fail_open": bool,
+    "scope": resolve_callable,
+    "fingerprint": resolve_callable,
+}
+
+
+@functools.cache
+def _settings_fields() -> dict[str, Any]:
+    """Return the policy fields the settings give, read once until a setting changes.
+
+    Every request builds a policy; reading the settings and importing the scope and
+    fingerprint callables each time was a measurable part of a replay (docs/benchmarks.md).
+    The storage stays a dotted path here, so a view that overrides it never instantiates it.
+    """
+    s = idempotency_settings
+    return {
+        "storage": s.STORAGE,
+        "header": s.HEADER,
+        "methods": _upper_methods(s.METHODS),
+        "required": s.REQUIRED,
+        "ttl": s.TTL,
+        "lease": s.LEASE,
+        "on_conflict": s.ON_CONFLICT,
+        "wait_timeout": s.WAIT_TIMEOUT,
+        "retry_after": s.RETRY_AFTER,
+        "mismatch_status": int(s.MISMATCH_STATUS),
+        "replay_headers": DEFAULT_REPLAY_HEADERS | s.REPLAY_HEADERS,
+        "max_response_size": int(s.MAX_RESPONSE_SIZE),
+        "atomic": s.ATOMIC,
+        "store_server_errors": s.STORE_SERVER_ERRORS,
+        "fail_open": s.FAIL_OPEN,
+        "scope": s.SCOPE,
+        "fingerprint": s.FINGERPRINT,
+    }
 
 
 def _lowered(names: Iterable[str]) -> frozenset[str]:
@@ -130,6 +180,8 @@ def _storage_for_path(path: str) -> Storage:
 
 
 @receiver(setting_changed)
-def _forget_storages(*, setting: str, **kwargs: Any) -> None:
+def _forget_settings(*, setting: str, **kwargs: Any) -> None:
     if setting.startswith("IDEMPOTENCY_") or setting in {"CACHES", "DATABASES"}:
+        _settings_fields.cache_clear()
+        _settings_policy.cache_clear()
         _storage_for_path.cache_clear()
