@@ -66,7 +66,7 @@ class Answer:
             return False
         if self.code is not None:
             return self.code == IdempotencyKeyInProgress.default_code
-        return json.loads(self.body) == {"detail": IdempotencyKeyInProgress.default_detail}
+        return bool(json.loads(self.body) == {"detail": IdempotencyKeyInProgress.default_detail})
 
     @classmethod
     def of(cls, response: HttpResponseBase) -> Answer:
