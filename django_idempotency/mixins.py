@@ -99,12 +99,17 @@ class IdempotencyMixin:
     _idempotency_execution: engine.Execution | None = None
     _idempotency_atomic: AbstractContextManager[Any] | None = None
 
+    # The DRF-facing overrides return ``Any``: DRF's stubs promise a DRF ``Response`` where
+    # DRF itself accepts any HttpResponse (a replay is one), and ``as_view`` differs between
+    # APIView and ViewSetMixin. ``Any`` keeps both ``(IdempotencyMixin, APIView)`` and
+    # ``(IdempotencyMixin, ModelViewSet)`` free of mypy errors in users' code.
+
     @classmethod
-    def as_view(cls, *args: Any, **initkwargs: Any) -> Callable[..., HttpResponseBase]:
-        view: Any = super().as_view(*args, **initkwargs)  # type: ignore[misc]
+    def as_view(cls, *args: Any, **initkwargs: Any) -> Any:
+        view = super().as_view(*args, **initkwargs)  # type: ignore[misc]
         setattr(view, HANDLED_BY_VIEW_ATTRIBUTE, True)
         view._non_atomic_requests = _NonAtomicFor(cls._idempotency_claim_alias)
-        return view  # type: ignore[no-any-return]
+        return view
 
     @classmethod
     def _idempotency_claim_alias(cls) -> str | None:
@@ -186,14 +191,12 @@ class IdempotencyMixin:
             return
         self._open_request_transaction(policy)
 
-    def handle_exception(self, exc: Exception) -> HttpResponseBase:
+    def handle_exception(self, exc: Exception) -> Any:
         if isinstance(exc, _Replay):
             return exc.response
-        return super().handle_exception(exc)  # type: ignore[misc, no-any-return]
+        return super().handle_exception(exc)  # type: ignore[misc]
 
-    def finalize_response(
-        self, request: Request, response: HttpResponseBase, *args: Any, **kwargs: Any
-    ) -> HttpResponseBase:
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
         execution, self._idempotency_execution = self._idempotency_execution, None
         if execution is not None:
@@ -204,7 +207,7 @@ class IdempotencyMixin:
             except IdempotencyError as error:
                 # Rendered by the project's DRF exception handler, like every other error.
                 failure = self.handle_exception(IdempotencyAPIException(error))
-                return super().finalize_response(request, failure, *args, **kwargs)  # type: ignore[misc, no-any-return]
+                return super().finalize_response(request, failure, *args, **kwargs)  # type: ignore[misc]
         self._close_request_transaction(failed=False)
         return response
 
