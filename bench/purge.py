@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    .venv/bin/python bench/purge.py [--expired 1000000] [--live 100000] [--batch-size 5000]
+    .venv/bin/python bench/purge.py [--expired 1000000] [--live 100000] [--batch-size 2500]
 
 It creates (and afterwards drops) its own database, ``idempotency_bench_purge``.
 """
@@ -128,7 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--expired", type=int, default=1_000_000)
     parser.add_argument("--live", type=int, default=100_000)
-    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, default=2500)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
 

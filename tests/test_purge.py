@@ -14,6 +14,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection, connections
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_idempotency.management.commands import purge_idempotency_keys
@@ -365,3 +366,18 @@ def test_purge__two_purges_at_once_share_the_work() -> None:
     deleted = [int(re.search(r"Deleted (\d+)", out).group(1)) for out in outputs]  # type: ignore[union-attr]
     assert sum(deleted) == 3000
     assert list(IdempotencyKey.objects.values_list("pk", flat=True)) == [live.pk]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_purge__does_not_wait_for_the_wal_flush_on_postgresql() -> None:
+    IdempotencyKeyFactory.create_batch(3, expired=True)
+
+    with CaptureQueriesContext(connection) as queries:
+        purge("--batch-size", "2")
+
+    statements = [q["sql"] for q in queries.captured_queries]
+    # Every batch, including the last that finds nothing, relaxes only its own transaction.
+    assert statements.count("SET LOCAL synchronous_commit TO OFF") == 3
+    deletes = [i for i, sql in enumerate(statements) if sql.startswith("DELETE")]
+    assert all(statements[i - 1] == "SET LOCAL synchronous_commit TO OFF" for i in deletes)
