@@ -78,7 +78,9 @@ elif EXAMPLE_DATABASE == "sqlite":
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": BASE_DIR / "example_project" / "db.sqlite3",
+            "NAME": os.environ.get(
+                "EXAMPLE_SQLITE_PATH", str(BASE_DIR / "example_project" / "db.sqlite3")
+            ),
             "OPTIONS": {
                 # Writers take the lock when their transaction starts and queue for up to
                 # `timeout` seconds, so concurrent requests wait instead of failing.

@@ -1,0 +1,58 @@
+"""The README's demo: the example project runs and its transcript's expectations hold."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import is_postgres
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def example_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Point the example project at a database of its own, of the pass's kind."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    if not is_postgres():
+        env["EXAMPLE_SQLITE_PATH"] = str(tmp_path / "example.sqlite3")
+        yield env
+        return
+    import psycopg
+
+    name = f"idempotency_example_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as db:
+        db.execute(f'CREATE DATABASE "{name}"')
+    env.update(EXAMPLE_DATABASE="postgres", EXAMPLE_PGDATABASE=name)
+    try:
+        yield env
+    finally:
+        with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as db:
+            db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_demo__runs_the_example_api_and_every_expectation_holds(example_env: dict[str, str]):
+    def manage(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *args],
+            env=example_env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
+    migrated = manage("migrate", "--noinput")
+    assert migrated.returncode == 0, migrated.stderr
+    demo = manage("demo")
+
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "Idempotent-Replayed: true" in demo.stdout
+    assert "422" in demo.stdout
