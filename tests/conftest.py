@@ -67,3 +67,19 @@ def redis_cache() -> Iterator[object]:
     cache.clear()
     yield cache
     cache.clear()
+
+
+@pytest.fixture(params=["database", pytest.param("cache", marks=pytest.mark.redis)])
+def storage_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test once with DatabaseStorage and once with CacheStorage on real Redis."""
+    if request.param == "database":
+        yield request.param
+        return
+    from django.test import override_settings
+
+    request.getfixturevalue("redis_cache")
+    with override_settings(
+        IDEMPOTENCY_STORAGE="django_idempotency.storage.CacheStorage",
+        IDEMPOTENCY_CACHE_ALIAS="idempotency",
+    ):
+        yield request.param

@@ -13,7 +13,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ import pytest
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.db import connection, connections
 from django.http.response import HttpResponseBase
-from django.test import AsyncClient, Client, override_settings
+from django.test import AsyncClient, Client
 
 from django_idempotency.exceptions import IdempotencyKeyInProgress
 from tests.testapp import views
@@ -34,22 +34,6 @@ THREADS = 50
 OVERLAP_SECONDS = 0.5
 # Every wait is bounded: a hung thread fails the test instead of hanging the suite.
 JOIN_SECONDS = 60.0
-
-
-@pytest.fixture(
-    params=["database", pytest.param("cache", marks=pytest.mark.redis)],
-)
-def storage(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Run the test once with DatabaseStorage (PostgreSQL) and once with CacheStorage (Redis)."""
-    if request.param == "database":
-        yield request.param
-        return
-    request.getfixturevalue("redis_cache")
-    with override_settings(
-        IDEMPOTENCY_STORAGE="django_idempotency.storage.CacheStorage",
-        IDEMPOTENCY_CACHE_ALIAS="idempotency",
-    ):
-        yield request.param
 
 
 @dataclass(frozen=True)
@@ -141,7 +125,9 @@ def assert_one_owner(answers: list[Answer], *, status: int = 201) -> Answer:
         pytest.param("/drf/behave/", id="drf_mixin"),
     ],
 )
-def test_entry_point__fifty_threads_with_one_key_run_the_view_once(storage: str, path: str) -> None:
+def test_entry_point__fifty_threads_with_one_key_run_the_view_once(
+    storage_backend: str, path: str
+) -> None:
     key, label = f"key-{uuid.uuid4()}", f"fifty-{uuid.uuid4()}"
     payload = {"label": label, "sleep": OVERLAP_SECONDS}
 
@@ -155,7 +141,7 @@ def test_entry_point__fifty_threads_with_one_key_run_the_view_once(storage: str,
 
 
 def test_drf_viewset__fifty_threads_with_one_key_create_one_order(
-    storage: str, monkeypatch: pytest.MonkeyPatch
+    storage_backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     create = views.OrderViewSet.perform_create
 
@@ -177,7 +163,7 @@ def test_drf_viewset__fifty_threads_with_one_key_create_one_order(
     assert any(a.is_in_progress for a in answers)
 
 
-def test_entry_point__fifty_threads_with_fifty_keys_each_run_once(storage: str) -> None:
+def test_entry_point__fifty_threads_with_fifty_keys_each_run_once(storage_backend: str) -> None:
     label = f"distinct-{uuid.uuid4()}"
     payload = {"label": label, "sleep": 0.1}
 
@@ -197,7 +183,7 @@ def test_entry_point__fifty_threads_with_fifty_keys_each_run_once(storage: str) 
     ],
 )
 def test_wait_mode__concurrent_duplicates_wait_and_receive_the_replay(
-    storage: str, path: str
+    storage_backend: str, path: str
 ) -> None:
     key, label = f"key-{uuid.uuid4()}", f"wait-{uuid.uuid4()}"
     payload = {"label": label, "sleep": OVERLAP_SECONDS}
@@ -216,7 +202,7 @@ def test_wait_mode__concurrent_duplicates_wait_and_receive_the_replay(
     assert elapsed < 5
 
 
-def test_middleware_async__gathered_duplicates_run_the_view_once(storage: str) -> None:
+def test_middleware_async__gathered_duplicates_run_the_view_once(storage_backend: str) -> None:
     key, label = f"key-{uuid.uuid4()}", f"async-{uuid.uuid4()}"
     body = json.dumps({"label": label, "sleep": OVERLAP_SECONDS})
 

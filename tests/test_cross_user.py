@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from django.db import connection
-from django.test import Client, override_settings
+from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from django_idempotency.exceptions import IdempotencyKeyInProgress, IdempotencyKeyMismatch
@@ -27,19 +27,6 @@ from tests.testapp.models import Execution
 pytestmark = pytest.mark.django_db(transaction=True)
 
 JOIN_SECONDS = 30.0
-
-
-@pytest.fixture(params=["database", pytest.param("cache", marks=pytest.mark.redis)])
-def storage(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "database":
-        yield request.param
-        return
-    request.getfixturevalue("redis_cache")
-    with override_settings(
-        IDEMPOTENCY_STORAGE="django_idempotency.storage.CacheStorage",
-        IDEMPOTENCY_CACHE_ALIAS="idempotency",
-    ):
-        yield request.param
 
 
 @dataclass(frozen=True)
@@ -101,7 +88,7 @@ def _drf_token(client: Client) -> dict[str, str]:
         pytest.param(("/drf/behave/", _drf_token), id="drf_mixin_token"),
     ]
 )
-def users(request: pytest.FixtureRequest, storage: str) -> tuple[Principal, Principal]:
+def users(request: pytest.FixtureRequest, storage_backend: str) -> tuple[Principal, Principal]:
     path, login = request.param
     return Principal(path, login), Principal(path, login)
 
@@ -203,7 +190,7 @@ def test_scope__another_users_in_flight_key_never_causes_a_409(
     assert Execution.objects.filter(label=payload["label"]).count() == 2
 
 
-def test_scope__an_anonymous_client_never_receives_a_users_response(storage: str) -> None:
+def test_scope__an_anonymous_client_never_receives_a_users_response(storage_backend: str) -> None:
     alice = Principal("/decorated/behave/", _session)
     anonymous = Principal("/decorated/behave/", lambda _: {})
     key, payload = f"key-{uuid.uuid4()}", {"label": f"pay-{uuid.uuid4()}"}
