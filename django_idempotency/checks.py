@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from datetime import timedelta
 from typing import Any
 
 from django.apps import AppConfig
@@ -13,47 +12,19 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils.module_loading import import_string
 
 from django_idempotency import checks_cache  # noqa: F401  (registers the cache checks)
-from django_idempotency.conf import DEFAULTS
+from django_idempotency.conf import DEFAULTS, idempotency_settings
 from django_idempotency.decorators import get_view_options
-from django_idempotency.engine import SAFE_METHODS
 from django_idempotency.middleware import HANDLED_BY_VIEW_ATTRIBUTE
+from django_idempotency.validation import OPTION_VALIDATORS, Validator, is_importable_callable
 
 MIDDLEWARE_PATH = "django_idempotency.middleware.IdempotencyMiddleware"
 AUTHENTICATION_MIDDLEWARE_PATH = "django.contrib.auth.middleware.AuthenticationMiddleware"
 
 
-def _is_duration(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, timedelta):
-        return value > timedelta(0)
-    return isinstance(value, int | float) and value > 0
+IMPORTABLE_CALLABLE = "a callable or the importable dotted path of one"
 
 
-def _is_str_collection(value: Any) -> bool:
-    return isinstance(value, list | tuple | set | frozenset) and all(
-        isinstance(item, str) for item in value
-    )
-
-
-def _is_dotted_path_or_callable(value: Any) -> bool:
-    if callable(value):
-        return True
-    try:
-        return isinstance(value, str) and callable(import_string(value))
-    except ImportError:
-        return False
-
-
-def _is_method_list(value: Any) -> bool:
-    return (
-        _is_str_collection(value)
-        and bool(value)
-        and not {method.upper() for method in value} & SAFE_METHODS
-    )
-
-
-_VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
+_VALIDATORS: dict[str, Validator] = {
     "IDEMPOTENCY_STORAGE": (lambda v: isinstance(v, str), "a dotted path to a storage class"),
     "IDEMPOTENCY_DATABASE": (
         lambda v: v is None or v in settings.DATABASES,
@@ -61,33 +32,13 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "IDEMPOTENCY_CACHE_ALIAS": (lambda v: isinstance(v, str), "a cache alias (str)"),
     "IDEMPOTENCY_HEADER": (lambda v: isinstance(v, str) and bool(v), "a header name (str)"),
-    "IDEMPOTENCY_METHODS": (
-        _is_method_list,
-        "a non-empty list of unsafe HTTP methods (never GET, HEAD, OPTIONS or TRACE)",
-    ),
-    "IDEMPOTENCY_REQUIRED": (lambda v: isinstance(v, bool), "a bool"),
-    "IDEMPOTENCY_TTL": (_is_duration, "a positive timedelta (or seconds)"),
-    "IDEMPOTENCY_LEASE": (_is_duration, "a positive timedelta (or seconds)"),
-    "IDEMPOTENCY_ON_CONFLICT": (lambda v: v in ("reject", "wait"), '"reject" or "wait"'),
-    "IDEMPOTENCY_WAIT_TIMEOUT": (_is_duration, "a positive timedelta (or seconds)"),
-    "IDEMPOTENCY_RETRY_AFTER": (_is_duration, "a positive timedelta (or seconds)"),
-    "IDEMPOTENCY_MISMATCH_STATUS": (lambda v: v in (400, 409, 422), "400, 409 or 422"),
-    "IDEMPOTENCY_REPLAY_HEADERS": (_is_str_collection, "a list of header names"),
-    "IDEMPOTENCY_MAX_RESPONSE_SIZE": (
-        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-        "a number of bytes (int >= 0)",
-    ),
-    "IDEMPOTENCY_ATOMIC": (lambda v: isinstance(v, bool), "a bool"),
-    "IDEMPOTENCY_STORE_SERVER_ERRORS": (lambda v: isinstance(v, bool), "a bool"),
-    "IDEMPOTENCY_FAIL_OPEN": (lambda v: isinstance(v, bool), "a bool"),
-    "IDEMPOTENCY_SCOPE": (
-        _is_dotted_path_or_callable,
-        "a callable or the importable dotted path of one",
-    ),
-    "IDEMPOTENCY_FINGERPRINT": (
-        _is_dotted_path_or_callable,
-        "a callable or the importable dotted path of one",
-    ),
+    **{
+        f"IDEMPOTENCY_{option.upper()}": validator
+        for option, validator in OPTION_VALIDATORS.items()
+        if option not in ("storage", "scope", "fingerprint")
+    },
+    "IDEMPOTENCY_SCOPE": (is_importable_callable, IMPORTABLE_CALLABLE),
+    "IDEMPOTENCY_FINGERPRINT": (is_importable_callable, IMPORTABLE_CALLABLE),
 }
 
 
@@ -167,10 +118,11 @@ def check_required_everywhere(
         return []
     if MIDDLEWARE_PATH not in settings.MIDDLEWARE:
         return []
+    methods = " and ".join(sorted(idempotency_settings.METHODS))
     return [
         Warning(
             "IDEMPOTENCY_REQUIRED is True with IdempotencyMiddleware installed, so every "
-            "POST and PATCH to every view needs an Idempotency-Key, including HTML forms "
+            f"{methods} to every view needs an Idempotency-Key, including HTML forms "
             "such as the admin and login pages.",
             hint="Require keys per view instead (@idempotent(required=True), "
             "idempotency_required = True), or mark form views @idempotency_exempt.",

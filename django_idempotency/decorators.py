@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from django_idempotency.policy import OPTION_NAMES
+from django_idempotency.validation import validate_options
 
 ViewT = TypeVar("ViewT", bound=Callable[..., Any])
 
@@ -25,11 +25,9 @@ def idempotent(view: ViewT | None = None, /, **options: Any) -> ViewT | Callable
     Options are the setting names without the ``IDEMPOTENCY_`` prefix, lower-cased:
     ``required``, ``methods``, ``ttl``, ``lease``, ``on_conflict``, ``wait_timeout``, …
     """
-    unknown = set(options) - set(OPTION_NAMES)
-    if unknown:
-        raise TypeError(f"idempotent() got unknown options: {', '.join(sorted(unknown))}")
 
     def decorate(view: ViewT) -> ViewT:
+        validate_options(options, owner=f"@idempotent on {view.__module__}.{view.__qualname__}")
         setattr(view, OPTIONS_ATTRIBUTE, dict(options))
         return view
 

@@ -34,6 +34,7 @@ from django_idempotency.storage.base import (
     StorageUnavailable,
     StoredResponse,
 )
+from django_idempotency.validation import SAFE_METHODS
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ logger = logging.getLogger(__name__)
 _WAIT_POLL_SECONDS = 0.05
 _MAX_SCOPE_LENGTH = 255
 _MAX_FINGERPRINT_LENGTH = 64
-# RFC 9110 §9.2.1: safe methods change nothing, so a key on them is ignored (DESIGN §3).
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 #: The body stored for a request that raised, when the outcome is unknown (DESIGN §4).
 _UNKNOWN_OUTCOME = StoredResponse(

@@ -22,6 +22,7 @@ from django_idempotency.exceptions import IdempotencyError
 from django_idempotency.middleware import HANDLED_BY_VIEW_ATTRIBUTE
 from django_idempotency.policy import OPTION_NAMES, Policy
 from django_idempotency.storage.base import Storage
+from django_idempotency.validation import validate_options
 
 
 class IdempotencyAPIException(exceptions.APIException):
@@ -63,9 +64,9 @@ class _NonAtomicFor(set[str]):
 class IdempotencyMixin:
     """Make a DRF view honour ``Idempotency-Key``; put it first among the view's bases.
 
-    Every ``IDEMPOTENCY_*`` setting can be overridden with an ``idempotency_<name>``
-    attribute (``None`` keeps the setting). ``get_idempotency_options()`` decides per
-    request; the common options also have their own ``get_idempotency_<name>()`` hook.
+    Each per-view option (docs/settings.md) is an ``idempotency_<name>`` attribute
+    (``None`` keeps the setting). ``get_idempotency_options()`` decides per request; the
+    common options also have their own ``get_idempotency_<name>()`` hook.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -78,6 +79,10 @@ class IdempotencyMixin:
                 f"{cls.__qualname__} must list IdempotencyMixin before its DRF view class: "
                 f"class {cls.__name__}(IdempotencyMixin, ...)."
             )
+        validate_options(
+            {name: getattr(cls, f"idempotency_{name}") for name in OPTION_NAMES},
+            owner=f"{cls.__module__}.{cls.__qualname__}",
+        )
 
     idempotency_required: bool | None = None
     idempotency_methods: Iterable[str] | None = None

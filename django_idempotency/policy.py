@@ -22,26 +22,10 @@ from django_idempotency.conf import (
     to_timedelta,
 )
 from django_idempotency.storage.base import Storage
+from django_idempotency.validation import OPTION_VALIDATORS, validate_options
 
 #: Per-view options, as ``@idempotent(name=...)`` keywords and ``idempotency_<name>`` attributes.
-OPTION_NAMES = (
-    "required",
-    "methods",
-    "ttl",
-    "lease",
-    "on_conflict",
-    "wait_timeout",
-    "retry_after",
-    "mismatch_status",
-    "replay_headers",
-    "max_response_size",
-    "atomic",
-    "store_server_errors",
-    "fail_open",
-    "scope",
-    "fingerprint",
-    "storage",
-)
+OPTION_NAMES = tuple(OPTION_VALIDATORS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,13 +61,11 @@ class Policy:
 
     @classmethod
     def build(cls, overrides: Mapping[str, Any] | None = None) -> Policy:
-        """Return the settings' policy with ``overrides`` (unknown names are an error) applied."""
+        """Return the settings' policy with ``overrides``; ImproperlyConfigured on bad ones."""
         given = {name: value for name, value in (overrides or {}).items() if value is not None}
-        unknown = set(given) - set(OPTION_NAMES)
-        if unknown:
-            raise TypeError(f"unknown idempotency options: {', '.join(sorted(unknown))}")
         if not given:
             return _settings_policy()
+        validate_options(given, owner="idempotency options")
         fields = dict(_settings_fields())
         for name, value in given.items():
             if name == "replay_headers":

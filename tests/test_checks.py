@@ -36,6 +36,7 @@ def test_checks__pass_on_the_test_settings():
         ("IDEMPOTENCY_DATABASE", "nowhere"),
         ("IDEMPOTENCY_SCOPE", 42),
         ("IDEMPOTENCY_SCOPE", "nowhere.scope"),
+        ("IDEMPOTENCY_SCOPE", "tests.testapp.broken_scope.scope"),
         ("IDEMPOTENCY_FINGERPRINT", "django_idempotency.fingerprints.missing"),
     ],
 )
@@ -93,3 +94,34 @@ def test_mixin__after_the_drf_view_class_is_refused_at_class_creation():
 
     with pytest.raises(ImproperlyConfigured, match="before its DRF view class"):
         type("Backwards", (APIView, IdempotencyMixin), {})
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"methods": ["GET"]},
+        {"on_conflict": "Wait"},
+        {"mismatch_status": 418},
+        {"lease": "60"},
+        {"requried": True},
+    ],
+)
+def test_idempotent__refuses_bad_options_when_the_view_is_defined(options: dict[str, Any]):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from django_idempotency.decorators import idempotent
+
+    with pytest.raises(ImproperlyConfigured, match="@idempotent on"):
+
+        @idempotent(**options)
+        def view(request: Any) -> None: ...
+
+
+def test_mixin__refuses_bad_class_attributes_when_the_class_is_defined():
+    from django.core.exceptions import ImproperlyConfigured
+    from rest_framework.views import APIView
+
+    from django_idempotency.mixins import IdempotencyMixin
+
+    with pytest.raises(ImproperlyConfigured, match="on_conflict='block'"):
+        type("Bad", (IdempotencyMixin, APIView), {"idempotency_on_conflict": "block"})
