@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import datetime, timedelta
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from django.db import DatabaseError, IntegrityError, router, transaction
-from django.db.models import QuerySet
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from django_idempotency.conf import idempotency_settings
 from django_idempotency.models import IdempotencyKey
@@ -26,10 +30,17 @@ from django_idempotency.storage.base import (
 # A claim races at most a few times: each lost race means another request wrote the
 # record, which the next read then returns.
 _CLAIM_ATTEMPTS = 3
+_UNAVAILABLE = "the idempotency database did not answer"
 
 
 class DatabaseStorage(Storage):
-    """Claim first in a short transaction; complete inside the view's transaction (DESIGN §5)."""
+    """Claim first in a short transaction; complete inside the view's transaction (DESIGN §5).
+
+    The request path speaks plain SQL, quoted and adapted by Django's own backend
+    operations so it runs on every database Django supports: compiling the same three
+    ORM queries cost more than the view it protects (docs/benchmarks.md). Operators'
+    tools (admin, purge) use the ORM.
+    """
 
     is_transactional = True
 
@@ -53,94 +64,92 @@ class DatabaseStorage(Storage):
         method: str = "",
         path: str = "",
     ) -> Claim | Record:
-        records = IdempotencyKey.objects.using(self.using)
+        connection = connections[self.using]
+        sql = _statements(connection)
         try:
             for _attempt in range(_CLAIM_ATTEMPTS):
                 now = self.clock()
-                row = _only(records.filter(scope=scope, key=key))
-                if row is not None and row.expires_at > now:
-                    return _to_record(row)
+                row = _fetch_one(connection, sql.select, [scope, key])
+                if row is not None and _to_datetime(row[4]) > now:
+                    return _to_record(scope, key, row)
                 claim = Claim(scope, key, fingerprint, new_token(), now + lease)
-                fields = {
-                    "state": State.IN_FLIGHT,
-                    "fingerprint": fingerprint,
-                    "token": claim.token,
-                    "method": method,
-                    "path": path,
-                    "created_at": now,
-                    "completed_at": None,
-                    "expires_at": claim.expires_at,
-                    "response_status": None,
-                    "response_headers": [],
-                    "response_body": b"",
-                }
+                fresh = [
+                    State.IN_FLIGHT.value,
+                    fingerprint,
+                    claim.token,
+                    method,
+                    path,
+                    _adapt_datetime(connection, now),
+                    _adapt_datetime(connection, claim.expires_at),
+                    _adapt_json(connection, []),
+                    b"",
+                ]
                 if row is None:
+                    # Alone, an INSERT is its own transaction; inside someone's atomic block
+                    # a savepoint keeps a lost race from breaking their transaction.
+                    guard = (
+                        transaction.atomic(using=self.using)
+                        if connection.in_atomic_block
+                        else nullcontext()
+                    )
                     try:
-                        with transaction.atomic(using=self.using):
-                            records.create(scope=scope, key=key, **fields)
+                        with guard:
+                            _execute(connection, sql.insert, [scope, key, *fresh])
                     except IntegrityError:
                         continue
                     return claim
                 # Take over a dead record, but only the one we read, and only while it is
                 # still dead: a concurrent completion moves expires_at into the future.
-                taken = records.filter(pk=row.pk, token=row.token, expires_at__lte=now).update(
-                    **fields
-                )
-                if taken:
+                expired = [row[0], row[3], _adapt_datetime(connection, now)]
+                if _execute(connection, sql.take_over, [*fresh, *expired]):
                     return claim
         except DatabaseError as exc:
-            raise StorageUnavailable("the idempotency database did not answer") from exc
+            raise StorageUnavailable(_UNAVAILABLE) from exc
         raise StorageUnavailable("the idempotency key is contended; retry")
 
     def complete(
         self, claim: Claim, response: StoredResponse, *, ttl: timedelta, replayable: bool = True
     ) -> None:
+        connection = connections[self.using]
         now = self.clock()
+        state = State.COMPLETED if replayable else State.NOT_REPLAYABLE
+        params = [
+            state.value,
+            _adapt_datetime(connection, now),
+            _adapt_datetime(connection, now + ttl),
+            response.status,
+            _adapt_json(connection, [list(pair) for pair in response.headers]),
+            response.body if replayable else b"",
+            claim.scope,
+            claim.key,
+            claim.token,
+            State.IN_FLIGHT.value,
+            _adapt_datetime(connection, now),
+        ]
         try:
-            completed = (
-                IdempotencyKey.objects.using(self.using)
-                .filter(
-                    scope=claim.scope,
-                    key=claim.key,
-                    token=claim.token,
-                    state=State.IN_FLIGHT,
-                    expires_at__gt=now,
-                )
-                .update(
-                    state=State.COMPLETED if replayable else State.NOT_REPLAYABLE,
-                    completed_at=now,
-                    expires_at=now + ttl,
-                    response_status=response.status,
-                    response_headers=[list(pair) for pair in response.headers],
-                    response_body=response.body if replayable else b"",
-                )
-            )
+            completed = _execute(connection, _statements(connection).complete, params)
         except DatabaseError as exc:
-            raise StorageUnavailable("the idempotency database did not answer") from exc
+            raise StorageUnavailable(_UNAVAILABLE) from exc
         if not completed:
             raise OwnershipLost(f"the claim on {claim.key!r} ended before the view finished")
 
     def release(self, claim: Claim) -> bool:
+        connection = connections[self.using]
+        params = [claim.scope, claim.key, claim.token, State.IN_FLIGHT.value]
         try:
-            deleted, _ = (
-                IdempotencyKey.objects.using(self.using)
-                .filter(scope=claim.scope, key=claim.key, token=claim.token, state=State.IN_FLIGHT)
-                .delete()
-            )
+            return bool(_execute(connection, _statements(connection).release, params))
         except DatabaseError as exc:
-            raise StorageUnavailable("the idempotency database did not answer") from exc
-        return bool(deleted)
+            raise StorageUnavailable(_UNAVAILABLE) from exc
 
     def get(self, scope: str, key: str) -> Record | None:
+        connection = connections[self.using]
         try:
-            row = _only(
-                IdempotencyKey.objects.using(self.using).filter(
-                    scope=scope, key=key, expires_at__gt=self.clock()
-                )
-            )
+            row = _fetch_one(connection, _statements(connection).select, [scope, key])
         except DatabaseError as exc:
-            raise StorageUnavailable("the idempotency database did not answer") from exc
-        return None if row is None else _to_record(row)
+            raise StorageUnavailable(_UNAVAILABLE) from exc
+        if row is None or _to_datetime(row[4]) <= self.clock():
+            return None
+        return _to_record(scope, key, row)
 
     def is_rollback_marked(self) -> bool:
         return transaction.get_rollback(using=self.using)
@@ -151,27 +160,110 @@ class DatabaseStorage(Storage):
             yield
 
 
-def _only(records: QuerySet[IdempotencyKey]) -> IdempotencyKey | None:
-    # (scope, key) is unique, so no ORDER BY: first() would add one, and compiling it was
-    # a fifth of the ORM's time on every claim and replay (docs/benchmarks.md).
-    return next(iter(records[:1]), None)
+class _Statements:
+    """The request path's SQL for one database vendor, quoted by its own rules."""
+
+    def __init__(self, connection: BaseDatabaseWrapper) -> None:
+        q = connection.ops.quote_name
+        table = q(IdempotencyKey._meta.db_table)
+        pk, scope, key, state, fingerprint, token = map(
+            q, ["id", "scope", "key", "state", "fingerprint", "token"]
+        )
+        method, path, created_at, completed_at, expires_at = map(
+            q, ["method", "path", "created_at", "completed_at", "expires_at"]
+        )
+        status, headers, body = map(q, ["response_status", "response_headers", "response_body"])
+        # Column order is the order _to_record reads.
+        self.select = (
+            f"SELECT {pk}, {state}, {fingerprint}, {token}, {expires_at}, {status}, {headers}, "
+            f"{body} FROM {table} WHERE {scope} = %s AND {key} = %s"
+        )
+        columns = (
+            f"{scope}, {key}, {state}, {fingerprint}, {token}, {method}, {path}, "
+            f"{created_at}, {expires_at}, {headers}, {body}"
+        )
+        values = ", ".join(["%s"] * 11)
+        self.insert = f"INSERT INTO {table} ({columns}) VALUES ({values})"
+        self.take_over = (
+            f"UPDATE {table} SET {state} = %s, {fingerprint} = %s, {token} = %s, "
+            f"{method} = %s, {path} = %s, {created_at} = %s, {expires_at} = %s, "
+            f"{headers} = %s, {body} = %s, {completed_at} = NULL, {status} = NULL "
+            f"WHERE {pk} = %s AND {token} = %s AND {expires_at} <= %s"
+        )
+        self.complete = (
+            f"UPDATE {table} SET {state} = %s, {completed_at} = %s, {expires_at} = %s, "
+            f"{status} = %s, {headers} = %s, {body} = %s "
+            f"WHERE {scope} = %s AND {key} = %s AND {token} = %s AND {state} = %s "
+            f"AND {expires_at} > %s"
+        )
+        self.release = (
+            f"DELETE FROM {table} WHERE {scope} = %s AND {key} = %s AND {token} = %s "
+            f"AND {state} = %s"
+        )
 
 
-def _to_record(row: IdempotencyKey) -> Record:
-    state = State(row.state)
+_STATEMENTS: dict[tuple[type[BaseDatabaseWrapper], str], _Statements] = {}
+
+
+def _statements(connection: BaseDatabaseWrapper) -> _Statements:
+    # Quoting rules belong to the backend class; the table name could be swapped in tests.
+    cache_key = (type(connection), IdempotencyKey._meta.db_table)
+    statements = _STATEMENTS.get(cache_key)
+    if statements is None:
+        statements = _STATEMENTS[cache_key] = _Statements(connection)
+    return statements
+
+
+def _execute(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
+
+
+def _fetch_one(
+    connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]
+) -> tuple[Any, ...] | None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row: tuple[Any, ...] | None = cursor.fetchone()
+        return row
+
+
+def _adapt_datetime(connection: BaseDatabaseWrapper, value: datetime) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def _adapt_json(connection: BaseDatabaseWrapper, value: Any) -> Any:
+    return connection.ops.adapt_json_value(value, None)
+
+
+def _to_datetime(value: Any) -> datetime:
+    # SQLite returns text, MySQL naive UTC, PostgreSQL aware datetimes.
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if settings.USE_TZ and timezone.is_naive(value):
+        value = value.replace(tzinfo=UTC)
+    assert isinstance(value, datetime)
+    return value
+
+
+def _to_record(scope: str, key: str, row: Sequence[Any]) -> Record:
+    _pk, raw_state, fingerprint, token, expires_at, status, headers, body = row
+    state = State(raw_state)
     response = None
-    if state is not State.IN_FLIGHT and row.response_status is not None:
+    if state is not State.IN_FLIGHT and status is not None:
+        pairs = json.loads(headers) if isinstance(headers, str | bytes) else headers
         response = StoredResponse(
-            status=row.response_status,
-            headers=tuple((str(name), str(value)) for name, value in row.response_headers),
-            body=bytes(row.response_body),
+            status=int(status),
+            headers=tuple((str(name), str(value)) for name, value in pairs),
+            body=bytes(body),
         )
     return Record(
-        scope=row.scope,
-        key=row.key,
+        scope=scope,
+        key=key,
         state=state,
-        fingerprint=row.fingerprint,
-        token=row.token,
-        expires_at=row.expires_at,
+        fingerprint=fingerprint,
+        token=token,
+        expires_at=_to_datetime(expires_at),
         response=response,
     )
