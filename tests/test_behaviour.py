@@ -294,6 +294,27 @@ def test_retry__with_another_charset_parameter_is_the_same_request(client: Clien
     assert retry["Idempotent-Replayed"] == "true"
 
 
+def test_fingerprint__multipart_body_read_by_the_csrf_check_still_counts():
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client = Client(enforce_csrf_checks=True)
+    secret = "a" * 32
+    client.cookies["csrftoken"] = secret
+
+    def post(content: bytes) -> Any:
+        upload = SimpleUploadedFile("receipt.txt", content)
+        data = {"csrfmiddlewaretoken": secret, "label": "form", "file": upload}
+        return client.post("/form/behave/", data, headers={"Idempotency-Key": "k"})
+
+    first = post(b"one")
+    retry = post(b"one")
+    other_file = post(b"two")
+
+    assert first.status_code == 201
+    assert retry["Idempotent-Replayed"] == "true"
+    assert other_file.status_code == 422
+
+
 def test_fingerprint__custom_function_may_return_any_length(client: Client, settings: Any):
     settings.IDEMPOTENCY_FINGERPRINT = lambda request: "f" * 500 + request.body.decode()
     send(client, "/plain/behave/", {"label": "a"}, key="k")
@@ -398,6 +419,29 @@ def test_store_unavailable__fail_open_runs_logs_and_signals(
     assert executions("pay") == 1
     assert signalled == ["k"]
     assert "fail-open" in caplog.text
+
+
+@pytest.fixture
+def store_fails_at_completion() -> Iterator[None]:
+    """Fail the completion's UPDATE as a store going away mid-request would."""
+
+    def refuse(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.startswith("UPDATE") and IdempotencyKey._meta.db_table in sql:
+            raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(refuse):
+        yield
+
+
+@pytest.mark.usefixtures("store_fails_at_completion")
+def test_store_unavailable_at_completion__rolls_the_view_back_with_503(client: Client, url: str):
+    response = send(client, url, {"label": "pay"}, key="k")
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert executions() == 0  # the view's writes rolled back with the transaction
+    assert not IdempotencyKey.objects.exists()  # and the claim was released
 
 
 # Responses that cannot be stored

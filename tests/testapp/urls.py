@@ -16,6 +16,7 @@ urlpatterns = [
     path("decorated/behave/", views.decorated_behave),
     path("decorated/wait/", views.decorated_wait),
     path("exempt/behave/", views.exempt_behave),
+    path("form/behave/", views.form_behave),
     path("async/behave/", views.async_behave),
     path("drf/behave/", views.DRFBehaveView.as_view()),
     path("drf/required/", views.DRFRequiredView.as_view()),

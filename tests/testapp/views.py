@@ -90,6 +90,13 @@ def decorated_wait(request: HttpRequest) -> HttpResponse:
     return behave(payload, _label(request, payload))
 
 
+@idempotent(required=True)
+def form_behave(request: HttpRequest) -> HttpResponse:
+    """A form view under CSRF protection: the CSRF check reads the multipart body first."""
+    upload = request.FILES.get("file")
+    return behave({"label": request.POST.get("label", "form")}, f"form:{upload and upload.size}")
+
+
 @csrf_exempt
 @idempotency_exempt
 def exempt_behave(request: HttpRequest) -> HttpResponse:
