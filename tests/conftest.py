@@ -9,9 +9,13 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from django.conf import settings
+
+if TYPE_CHECKING:
+    from tests.redis_servers import RedisServer
 
 REQUIRE_SERVICES = os.environ.get("IDEMPOTENCY_REQUIRE_SERVICES") == "1"
 
@@ -83,3 +87,19 @@ def storage_backend(request: pytest.FixtureRequest) -> Iterator[str]:
         IDEMPOTENCY_CACHE_ALIAS="idempotency",
     ):
         yield request.param
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own behind the ``idempotency`` alias; it may be stopped."""
+    from django.test import override_settings
+
+    from tests.redis_servers import RedisServer, caches_with, redis_cache_config
+
+    server = RedisServer()
+    server.start()
+    try:
+        with override_settings(CACHES=caches_with(redis_cache_config(server.port))):
+            yield server
+    finally:
+        server.stop()

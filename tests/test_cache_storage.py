@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -31,92 +26,17 @@ from django_idempotency.storage import (
     StorageUnavailable,
     StoredResponse,
 )
+from tests.redis_servers import (
+    RedisServer,
+    caches_with,
+    free_port,
+    redis_cache_config,
+)
 
 LONG = timedelta(seconds=30)
 RESPONSE = StoredResponse(201, (("Content-Type", "application/json"),), b'{"id": 7}')
-REDIS_OPTIONS = {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1}
 # Socket timeouts are 1 s; an outage must be reported well before a client gives up.
 OUTAGE_DEADLINE = 3.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def redis_cache_config(port: int, **options: Any) -> dict[str, Any]:
-    return {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": f"redis://127.0.0.1:{port}/0",
-        "OPTIONS": {**REDIS_OPTIONS, **options},
-    }
-
-
-def caches_with(idempotency: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "idempotency": idempotency,
-    }
-
-
-class RedisServer:
-    """A private redis-server, so tests may stop it or reconfigure it freely."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        executable = shutil.which("redis-server")
-        if executable is None:
-            if os.environ.get("IDEMPOTENCY_REQUIRE_SERVICES") == "1":
-                pytest.fail("redis-server is not on PATH")
-            pytest.skip("needs the redis-server binary on PATH to start a private Redis")
-        self.process = subprocess.Popen(
-            [
-                executable,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"redis-server on port {self.port} did not start")
-                time.sleep(0.05)
-            finally:
-                client.close()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
-        with override_settings(CACHES=caches_with(redis_cache_config(server.port))):
-            yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,107 @@
+"""Redis outages seen through the entry points: fail closed, never run unprotected, never 500."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.test import Client, override_settings
+
+from django_idempotency.storage import CacheStorage
+from tests.redis_servers import RedisServer, caches_with, free_port, redis_cache_config
+from tests.testapp.models import Execution
+
+pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
+
+ENTRY_POINTS = ["/drf/required/", "/plain/behave/", "/decorated/behave/"]
+
+
+@pytest.fixture(autouse=True)
+def _cache_storage(settings: Any) -> None:
+    settings.IDEMPOTENCY_STORAGE = "django_idempotency.storage.CacheStorage"
+    settings.IDEMPOTENCY_CACHE_ALIAS = "idempotency"
+    settings.IDEMPOTENCY_REQUIRED = True
+
+
+@pytest.fixture
+def closed_port() -> Iterator[None]:
+    with override_settings(CACHES=caches_with(redis_cache_config(free_port()))):
+        yield
+
+
+def post(url: str, payload: dict[str, Any], key: str) -> Any:
+    return Client(raise_request_exception=False).post(
+        url, json.dumps(payload), content_type="application/json", headers={"Idempotency-Key": key}
+    )
+
+
+@pytest.mark.usefixtures("closed_port")
+@pytest.mark.parametrize("url", ENTRY_POINTS)
+def test_redis_unreachable__answers_503_and_never_runs_the_view(url: str):
+    response = post(url, {"label": "pay"}, "k")
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert Execution.objects.count() == 0
+
+
+@pytest.mark.usefixtures("closed_port")
+def test_redis_unreachable__fail_open_runs_the_view_and_says_so(
+    settings: Any, caplog: pytest.LogCaptureFixture
+):
+    settings.IDEMPOTENCY_FAIL_OPEN = True
+
+    with caplog.at_level(logging.WARNING, logger="django_idempotency.engine"):
+        response = post("/plain/behave/", {"label": "pay"}, "k")
+
+    assert response.status_code == 201
+    assert Execution.objects.count() == 1
+    assert "fail-open" in caplog.text
+
+
+@pytest.mark.parametrize("url", ENTRY_POINTS)
+def test_redis_stopped_mid_run__fails_closed_then_recovers(private_redis: RedisServer, url: str):
+    key = f"k-{uuid.uuid4()}"
+    first = post(url, {"label": "pay"}, key)
+    private_redis.stop()
+    during = post(url, {"label": "pay"}, key)
+    other_key = post(url, {"label": "pay"}, f"other-{uuid.uuid4()}")
+    private_redis.start()
+    fresh = post(url, {"label": "pay"}, f"fresh-{uuid.uuid4()}")
+
+    assert first.status_code == 201
+    assert during.status_code == other_key.status_code == 503
+    assert fresh.status_code == 201  # the server came back empty: a new key runs
+    assert Execution.objects.filter(label="pay").count() == 2
+
+
+def test_redis_stopped_during_the_view__answers_the_view_and_never_500s(
+    private_redis: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    original_complete = CacheStorage.complete
+
+    def complete_after_outage(self: CacheStorage, *args: Any, **kwargs: Any) -> None:
+        private_redis.stop()  # Redis goes away after the view ran, before the response is kept
+        original_complete(self, *args, **kwargs)
+
+    monkeypatch.setattr(CacheStorage, "complete", complete_after_outage)
+
+    with caplog.at_level(logging.ERROR, logger="django_idempotency.engine"):
+        response = post("/plain/behave/", {"label": "pay"}, "k")
+
+    assert response.status_code == 201
+    assert "Could not store the response" in caplog.text
+    assert Execution.objects.count() == 1
+
+
+@pytest.mark.usefixtures("redis_cache")
+def test_stored_response__replays_binary_bodies_from_redis_byte_for_byte():
+    first = post("/decorated/behave/", {"binary": True}, "bin")
+    retry = post("/decorated/behave/", {"binary": True}, "bin")
+
+    assert retry["Idempotent-Replayed"] == "true"
+    assert retry.content == first.content == bytes(range(256)) * 4
