@@ -22,7 +22,7 @@ from django_idempotency.exceptions import IdempotencyError
 from django_idempotency.middleware import HANDLED_BY_VIEW_ATTRIBUTE
 from django_idempotency.policy import OPTION_NAMES, Policy
 from django_idempotency.storage.base import Storage
-from django_idempotency.validation import validate_options
+from django_idempotency.validation import SAFE_METHODS, validate_options
 
 
 class IdempotencyAPIException(exceptions.APIException):
@@ -237,7 +237,7 @@ class IdempotencyMixin:
 def _keep_body(request: HttpRequest) -> None:
     # Read the body now, while it can still be read raw: DRF's parsers (or a CSRF check in
     # SessionAuthentication) would otherwise consume the stream before the fingerprint.
-    if request.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
+    if request.method in SAFE_METHODS:
         return
     if idempotency_settings.HEADER not in request.headers:
         return
