@@ -106,28 +106,19 @@ def bare_transaction(conn: psycopg.Connection[Any], key: str) -> None:
     conn.execute("COMMIT")
 
 
+def _claim_row(key: str, token: str, now: datetime) -> tuple[Any, ...]:
+    """Return the parameters of INSERT_RECORD for an in-flight claim."""
+    fingerprint = _fingerprint(key)
+    return (SCOPE, key, "in_flight", fingerprint, token, now, None, now + LEASE, None, "[]", b"")
+
+
 def claim_first(conn: psycopg.Connection[Any], key: str) -> None:
     """SELECT record; BEGIN; INSERT claim; COMMIT; BEGIN; INSERT business; UPDATE record; COMMIT."""
     assert conn.execute(SELECT_RECORD, (SCOPE, key)).fetchone() is None
     now = datetime.now(UTC)
     token = secrets.token_hex(16)
     conn.execute("BEGIN")
-    conn.execute(
-        INSERT_RECORD,
-        (
-            SCOPE,
-            key,
-            "in_flight",
-            _fingerprint(key),
-            token,
-            now,
-            None,
-            now + LEASE,
-            None,
-            "[]",
-            b"",
-        ),
-    )
+    conn.execute(INSERT_RECORD, _claim_row(key, token, now))
     conn.execute("COMMIT")
     conn.execute("BEGIN")
     conn.execute(INSERT_PAYMENT, (key, datetime.now(UTC)))
@@ -145,22 +136,7 @@ def claim_first_autocommit_claim(conn: psycopg.Connection[Any], key: str) -> Non
     assert conn.execute(SELECT_RECORD, (SCOPE, key)).fetchone() is None
     now = datetime.now(UTC)
     token = secrets.token_hex(16)
-    conn.execute(
-        INSERT_RECORD,
-        (
-            SCOPE,
-            key,
-            "in_flight",
-            _fingerprint(key),
-            token,
-            now,
-            None,
-            now + LEASE,
-            None,
-            "[]",
-            b"",
-        ),
-    )
+    conn.execute(INSERT_RECORD, _claim_row(key, token, now))
     conn.execute("BEGIN")
     conn.execute(INSERT_PAYMENT, (key, datetime.now(UTC)))
     now = datetime.now(UTC)

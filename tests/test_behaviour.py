@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -375,16 +376,27 @@ def test_expired_response__key_can_be_used_again(client: Client, url: str, setti
 # Store unavailable
 
 
-@pytest.fixture
-def broken_store() -> Iterator[None]:
-    """Fail every query on the idempotency table as an unreachable server would."""
+@contextmanager
+def failing_queries(matches: Callable[[str], bool], message: str) -> Iterator[None]:
+    """Fail the queries ``matches`` picks as a store that went away would, on a real connection."""
 
     def refuse(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if IdempotencyKey._meta.db_table in sql:
-            raise OperationalError("connection refused")
+        if matches(sql):
+            raise OperationalError(message)
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(refuse):
+        yield
+
+
+def on_the_idempotency_table(sql: str) -> bool:
+    return IdempotencyKey._meta.db_table in sql
+
+
+@pytest.fixture
+def broken_store() -> Iterator[None]:
+    """Fail every query on the idempotency table as an unreachable server would."""
+    with failing_queries(on_the_idempotency_table, "connection refused"):
         yield
 
 
@@ -424,13 +436,10 @@ def test_store_unavailable__fail_open_runs_logs_and_signals(
 @pytest.fixture
 def store_fails_at_completion() -> Iterator[None]:
     """Fail the completion's UPDATE as a store going away mid-request would."""
-
-    def refuse(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if sql.startswith("UPDATE") and IdempotencyKey._meta.db_table in sql:
-            raise OperationalError("server closed the connection unexpectedly")
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(refuse):
+    with failing_queries(
+        lambda sql: sql.startswith("UPDATE") and on_the_idempotency_table(sql),
+        "server closed the connection unexpectedly",
+    ):
         yield
 
 
