@@ -32,6 +32,8 @@ from typing import Any
 
 import psycopg
 
+from bench.output import write_json
+
 DB_NAME = "idempotency_designs"
 SCOPE = "user:auth.user:42"
 LEASE = timedelta(seconds=60)
@@ -336,12 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         "concurrent": {"clients": args.clients, "per_client": args.per_client, "paths": many},
     }
     print_table(results)
-    if args.json == "-":
-        json.dump(results, sys.stdout, indent=2)
-        print()
-    elif args.json:
-        with open(args.json, "w") as file:
-            json.dump(results, file, indent=2)
+    write_json(results, args.json)
     return 0
 
 

@@ -30,6 +30,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from bench.output import write_json
+
 PG_NAME = "idempotency_bench"
 MIDDLEWARE_PATH = "django_idempotency.middleware.IdempotencyMiddleware"
 
@@ -191,12 +193,7 @@ def run_parent(args: argparse.Namespace) -> int:
             with open(output) as file:
                 results["databases"][database] = json.load(file)
     print_table(results)
-    if args.json == "-":
-        json.dump(results, sys.stdout, indent=2)
-        print()
-    elif args.json:
-        with open(args.json, "w") as file:
-            json.dump(results, file, indent=2)
+    write_json(results, args.json)
     return 0
 
 
