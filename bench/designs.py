@@ -114,14 +114,16 @@ def _claim_row(key: str, token: str, now: datetime) -> tuple[Any, ...]:
     return (SCOPE, key, "in_flight", fingerprint, token, now, None, now + LEASE, None, "[]", b"")
 
 
-def claim_first(conn: psycopg.Connection[Any], key: str) -> None:
-    """SELECT record; BEGIN; INSERT claim; COMMIT; BEGIN; INSERT business; UPDATE record; COMMIT."""
+def _claim_first(conn: psycopg.Connection[Any], key: str, *, claim_in_transaction: bool) -> None:
+    """SELECT record; INSERT claim; BEGIN; INSERT business; UPDATE record; COMMIT."""
     assert conn.execute(SELECT_RECORD, (SCOPE, key)).fetchone() is None
     now = datetime.now(UTC)
     token = secrets.token_hex(16)
-    conn.execute("BEGIN")
+    if claim_in_transaction:
+        conn.execute("BEGIN")
     conn.execute(INSERT_RECORD, _claim_row(key, token, now))
-    conn.execute("COMMIT")
+    if claim_in_transaction:
+        conn.execute("COMMIT")
     conn.execute("BEGIN")
     conn.execute(INSERT_PAYMENT, (key, datetime.now(UTC)))
     now = datetime.now(UTC)
@@ -131,23 +133,16 @@ def claim_first(conn: psycopg.Connection[Any], key: str) -> None:
     ).rowcount
     assert updated == 1
     conn.execute("COMMIT")
+
+
+def claim_first(conn: psycopg.Connection[Any], key: str) -> None:
+    """The claim in its own BEGIN/COMMIT, as before commit 8389d95."""
+    _claim_first(conn, key, claim_in_transaction=True)
 
 
 def claim_first_autocommit_claim(conn: psycopg.Connection[Any], key: str) -> None:
-    """As claim first, but the claim is one autocommit INSERT (no BEGIN/COMMIT round trips)."""
-    assert conn.execute(SELECT_RECORD, (SCOPE, key)).fetchone() is None
-    now = datetime.now(UTC)
-    token = secrets.token_hex(16)
-    conn.execute(INSERT_RECORD, _claim_row(key, token, now))
-    conn.execute("BEGIN")
-    conn.execute(INSERT_PAYMENT, (key, datetime.now(UTC)))
-    now = datetime.now(UTC)
-    updated = conn.execute(
-        UPDATE_RECORD,
-        ("completed", now, now + TTL, 201, HEADERS, BODY, SCOPE, key, token, "in_flight", now),
-    ).rowcount
-    assert updated == 1
-    conn.execute("COMMIT")
+    """The claim as one autocommit INSERT (no BEGIN/COMMIT round trips), as the storage does."""
+    _claim_first(conn, key, claim_in_transaction=False)
 
 
 def one_transaction(conn: psycopg.Connection[Any], key: str) -> None:
