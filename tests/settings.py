@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.staticfiles",  # the admin CSS and JS for the browser test
     "rest_framework",
     "rest_framework.authtoken",
     "django_idempotency",

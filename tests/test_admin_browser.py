@@ -78,6 +78,26 @@ def browser(tmp_path: Path) -> Iterator[object]:
         driver.quit()
 
 
+def click_and_load(browser: object, element: object) -> None:
+    """Click ``element`` and wait until the page it leads to has replaced the current one.
+
+    Without the wait, the next ``find_element`` can still see the old page (its message list,
+    its rows) and then fail with a stale element once the new page arrives.
+    """
+    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.remote.webelement import WebElement
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    assert isinstance(browser, WebDriver)
+    assert isinstance(element, WebElement)
+    old_page = browser.find_element("tag name", "html")
+    element.click()
+    wait = WebDriverWait(browser, 30)
+    wait.until(expected_conditions.staleness_of(old_page))
+    wait.until(lambda driver: driver.execute_script("return document.readyState") == "complete")
+
+
 def test_admin_browser__log_in_filter_open_and_release(
     browser: object, live_server: object
 ) -> None:
@@ -101,7 +121,7 @@ def test_admin_browser__log_in_filter_open_and_release(
     browser.get(f"{url}/admin/login/?next={CHANGELIST}")
     browser.find_element(By.NAME, "username").send_keys("operator")
     browser.find_element(By.NAME, "password").send_keys("correct horse")
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    click_and_load(browser, browser.find_element(By.CSS_SELECTOR, "input[type=submit]"))
     rows = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
     assert {row.find_element(By.CSS_SELECTOR, "th a").text for row in rows} == {
         "stuck-key",
@@ -109,13 +129,16 @@ def test_admin_browser__log_in_filter_open_and_release(
     }
 
     # Filter to in-flight keys.
-    browser.find_element(By.CSS_SELECTOR, '#changelist-filter a[href="?state=in_flight"]').click()
+    click_and_load(
+        browser,
+        browser.find_element(By.CSS_SELECTOR, '#changelist-filter a[href="?state=in_flight"]'),
+    )
     rows = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
     assert [row.find_element(By.CSS_SELECTOR, "th a").text for row in rows] == ["stuck-key"]
 
     # Open a completed record: its preview is escaped and its cookie hidden.
     browser.get(f"{url}{CHANGELIST}?q=done-key")
-    browser.find_element(By.LINK_TEXT, "done-key").click()
+    click_and_load(browser, browser.find_element(By.LINK_TEXT, "done-key"))
     preview = browser.find_element(By.CSS_SELECTOR, "pre.idempotency-preview").text
     assert '"order": "<b>42</b>"' in preview
     assert not browser.find_elements(By.CSS_SELECTOR, "pre.idempotency-preview b")
@@ -125,9 +148,9 @@ def test_admin_browser__log_in_filter_open_and_release(
 
     # Open the stuck record and release it from its page.
     browser.get(f"{url}{CHANGELIST}?state=in_flight")
-    browser.find_element(By.LINK_TEXT, "stuck-key").click()
+    click_and_load(browser, browser.find_element(By.LINK_TEXT, "stuck-key"))
     assert stuck.token in browser.page_source
-    browser.find_element(By.CSS_SELECTOR, 'button[value="release_keys"]').click()
+    click_and_load(browser, browser.find_element(By.CSS_SELECTOR, 'button[value="release_keys"]'))
     assert (
         "Released 1 idempotency key." in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
     )
@@ -138,7 +161,7 @@ def test_admin_browser__log_in_filter_open_and_release(
         By.CSS_SELECTOR, f'input[name="_selected_action"][value="{done.pk}"]'
     ).click()
     Select(browser.find_element(By.NAME, "action")).select_by_value("expire_keys")
-    browser.find_element(By.CSS_SELECTOR, 'button[name="index"]').click()
+    click_and_load(browser, browser.find_element(By.CSS_SELECTOR, 'button[name="index"]'))
     assert (
         "Expired 1 idempotency key." in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
     )
