@@ -5,15 +5,16 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, cast
 
 from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
-from django.db import connections, router
+from django.db import connections, router, transaction
 from django.db.models import Max, Min, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -46,6 +47,8 @@ PREVIEW_LIMIT = 10_000
 
 #: Fenced writes are sent in statements of at most this many records.
 _FENCE_CHUNK = 500
+#: The fields a log entry's description (``str(record)``) reads.
+_LOGGED = ("pk", "scope", "key")
 
 _TEXT_TYPES = frozenset(
     {
@@ -129,6 +132,38 @@ def fenced(using: str, seen: Sequence[tuple[int, str, str]]) -> Iterator[QuerySe
         for pk, token, state in seen[start : start + _FENCE_CHUNK]:
             fence |= Q(pk=pk, token=token, state=state)
         yield records.filter(fence)
+
+
+def fenced_write(
+    using: str,
+    seen: Sequence[tuple[int, str, str]],
+    write: Callable[[QuerySet[IdempotencyKey]], object],
+    changed: Callable[[QuerySet[IdempotencyKey], set[int]], set[int]],
+) -> list[IdempotencyKey]:
+    """Apply ``write`` to the records still exactly as seen; return the records it changed.
+
+    Each chunk is locked (``SELECT … FOR UPDATE``) before it is written, so a request that
+    completes or re-claims a record at that moment either changes it first, and the fence then
+    leaves it alone, or waits for the operator's write. ``changed(records, locked_pks)`` reads
+    back which of the locked records the write changed, so what is reported and logged is what
+    happened, also where rows cannot be locked (SQLite).
+    """
+    done: list[IdempotencyKey] = []
+    records = IdempotencyKey.objects.using(using)
+    with transaction.atomic(using=using):
+        for chunk in fenced(using, seen):
+            locked = {record.pk: record for record in chunk.select_for_update().only(*_LOGGED)}
+            if not locked:
+                continue
+            write(chunk.filter(pk__in=list(locked)))
+            hits = changed(records.filter(pk__in=list(locked)), set(locked))
+            done.extend(record for pk, record in locked.items() if pk in hits)
+    return done
+
+
+def deleted_pks(records: QuerySet[IdempotencyKey], locked: set[int]) -> set[int]:
+    """The locked records that no longer exist."""
+    return locked - set(records.values_list("pk", flat=True))
 
 
 class EstimatedCountPaginator(Paginator):  # type: ignore[type-arg]
@@ -401,8 +436,9 @@ class IdempotencyKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             .filter(state=IdempotencyKey.State.IN_FLIGHT)
             .values_list("pk", "token", "state")
         )
-        released = sum(chunk.delete()[0] for chunk in fenced(using, seen))
-        self.report(request, selected, released, gettext("Released"))
+        released = fenced_write(using, seen, QuerySet.delete, deleted_pks)
+        self.log(request, released, DELETION, gettext("Released a stuck in-flight key."))
+        self.report(request, selected, len(released), gettext("Released"))
 
     @admin.action(permissions=["change"], description=_("Expire selected keys now"))
     def expire_keys(self, request: HttpRequest, queryset: QuerySet[IdempotencyKey]) -> None:
@@ -413,25 +449,52 @@ class IdempotencyKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             queryset.using(using).filter(expires_at__gt=now).values_list("pk", "token", "state")
         )
         # A completion re-checks expires_at > now, so an expired lease cannot complete.
-        expired = sum(
-            chunk.filter(expires_at__gt=now).update(expires_at=now) for chunk in fenced(using, seen)
+        expired = fenced_write(
+            using,
+            seen,
+            lambda records: records.filter(expires_at__gt=now).update(expires_at=now),
+            lambda records, _locked: set(
+                records.filter(expires_at=now).values_list("pk", flat=True)
+            ),
         )
-        self.report(request, selected, expired, gettext("Expired"))
+        self.log(request, expired, CHANGE, gettext("Expired now."))
+        self.report(request, selected, len(expired), gettext("Expired"))
+
+    def log_deletions(self, request: HttpRequest, queryset: Iterable[IdempotencyKey]) -> None:  # type: ignore[override]
+        # Django logs before it deletes; a record that a request changes meanwhile is kept
+        # (fenced), so delete_queryset and delete_model log only what they really deleted.
+        pass
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[IdempotencyKey]) -> None:
         using = self.write_database()
         seen = list(queryset.using(using).values_list("pk", "token", "state"))
-        deleted = sum(chunk.delete()[0] for chunk in fenced(using, seen))
-        if deleted < len(seen):
-            self.warn_changed(request, len(seen) - deleted)
+        self.delete_seen(request, using, seen)
 
     def delete_model(self, request: HttpRequest, obj: IdempotencyKey) -> None:
         using = self.write_database()
-        deleted = sum(
-            chunk.delete()[0] for chunk in fenced(using, [(obj.pk, obj.token, obj.state)])
-        )
-        if not deleted:
-            self.warn_changed(request, 1)
+        self.delete_seen(request, using, [(obj.pk, obj.token, obj.state)])
+
+    def delete_seen(
+        self, request: HttpRequest, using: str, seen: list[tuple[int, str, str]]
+    ) -> None:
+        """Delete the records still exactly as seen, log them and warn about the rest."""
+        deleted = fenced_write(using, seen, QuerySet.delete, deleted_pks)
+        self.log(request, deleted, DELETION)
+        if len(deleted) < len(seen):
+            self.warn_changed(request, len(seen) - len(deleted))
+
+    def log(
+        self, request: HttpRequest, records: list[IdempotencyKey], flag: int, message: str = ""
+    ) -> None:
+        """Write the admin's history entries for records an operator changed or deleted."""
+        user_id = request.user.pk
+        if records and user_id is not None:  # the admin's views require a logged-in user
+            LogEntry.objects.log_actions(
+                user_id=user_id,
+                queryset=records,
+                action_flag=flag,
+                change_message=message,
+            )
 
     def write_database(self) -> str:
         """Return the database the storage writes records to."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.auth.models import Permission, User
-from django.db import connection
+from django.db import connection, connections, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -47,6 +49,14 @@ def run_action(client: Client, action: str, *records: IdempotencyKey, **extra: s
         {"action": action, "_selected_action": [r.pk for r in records], "index": 0, **extra},
         follow=True,
     )
+
+
+def history() -> set[tuple[str, int, str]]:
+    """The admin's log entries for idempotency keys: (record, action, message)."""
+    return {
+        (entry.object_repr, entry.action_flag, entry.change_message)
+        for entry in LogEntry.objects.filter(content_type__app_label="django_idempotency")
+    }
 
 
 def staff_client(*codenames: str) -> Client:
@@ -499,6 +509,92 @@ def test_delete_view__a_key_reclaimed_meanwhile_survives(
     admin_client.post(url, {"post": "yes"})
 
     assert IdempotencyKey.objects.get(pk=records["expired"].pk).token == "f" * 32
+
+
+@pytest.mark.django_db
+def test_history__records_what_each_action_really_did(
+    admin_client: Client, records: dict[str, Any]
+) -> None:
+    run_action(admin_client, "release_keys", records["stuck"], records["completed"])
+    run_action(admin_client, "expire_keys", records["in_flight"])
+    run_action(admin_client, "delete_selected", records["expired"], post="yes")
+
+    assert history() == {
+        (str(records["stuck"]), DELETION, "Released a stuck in-flight key."),
+        (str(records["in_flight"]), CHANGE, "Expired now."),
+        (str(records["expired"]), DELETION, ""),
+    }
+
+
+@pytest.mark.django_db
+def test_history__a_record_kept_by_the_fence_is_not_logged_as_deleted(
+    admin_client: Client, records: dict[str, Any], before_write: Any
+) -> None:
+    before_write("DELETE", reclaim_now(records["expired"]))
+
+    run_action(admin_client, "delete_selected", records["expired"], records["stuck"], post="yes")
+
+    assert IdempotencyKey.objects.filter(pk=records["expired"].pk).exists()
+    assert history() == {(str(records["stuck"]), DELETION, "")}
+
+
+@pytest.mark.django_db
+def test_history__a_record_kept_on_its_delete_page_is_not_logged(
+    admin_client: Client, records: dict[str, Any], before_write: Any
+) -> None:
+    url = reverse("admin:django_idempotency_idempotencykey_delete", args=[records["expired"].pk])
+    before_write("DELETE", reclaim_now(records["expired"]))
+
+    admin_client.post(url, {"post": "yes"})
+
+    assert history() == set()
+
+
+@pytest.mark.django_db
+def test_history__a_key_completing_meanwhile_is_not_logged_as_expired(
+    admin_client: Client, records: dict[str, Any], before_write: Any
+) -> None:
+    before_write("UPDATE", complete_now(records["in_flight"]))
+
+    run_action(admin_client, "expire_keys", records["in_flight"], records["completed"])
+
+    assert history() == {(str(records["completed"]), CHANGE, "Expired now.")}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_release__waits_for_a_completion_in_progress_on_another_connection(
+    admin_client: Client,
+) -> None:
+    """A real request's completion holds the row; the release waits, then leaves it alone."""
+    record = IdempotencyKeyFactory(key="completing", in_flight=True)
+    row_locked, may_commit = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def complete_in_another_connection() -> None:
+        try:
+            with transaction.atomic():
+                complete_now(record)()
+                row_locked.set()
+                may_commit.wait(10)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    request = threading.Thread(target=complete_in_another_connection)
+    request.start()
+    assert row_locked.wait(10)
+    # The release blocks on the row lock; let the completion commit a moment later.
+    threading.Timer(0.3, may_commit.set).start()
+
+    response = run_action(admin_client, "release_keys", record)
+    request.join(10)
+
+    assert not errors
+    assert IdempotencyKey.objects.get(pk=record.pk).state == State.COMPLETED
+    assert "Released 0 idempotency keys." in [str(m) for m in response.context["messages"]]
+    assert history() == set()
 
 
 @pytest.mark.django_db
