@@ -128,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--json", metavar="PATH", help="also write the results as JSON ('-': stdout)"
     )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after timing, profile N more requests per variant and print where their time "
+        "went, by package (cProfile's own time; it slows every call, so read the shares)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-output", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -180,6 +188,8 @@ def run_parent(args: argparse.Namespace) -> int:
                 str(args.warmup),
                 "--seed",
                 str(args.seed),
+                "--profile",
+                str(args.profile),
             ]
             if args.no_redis:
                 command.append("--no-redis")
@@ -224,7 +234,7 @@ def _drop_pg_database(name: str) -> None:
 def print_table(results: dict[str, Any]) -> None:
     header = (
         f"{'database':<9} {'variant':<36} {'median ms':>10} {'p99 ms':>8} "
-        f"{'x bare med':>10} {'x bare p99':>10} {'queries':>7}"
+        f"{'x bare med':>10} {'x bare p99':>10} {'cpu ms':>7} {'queries':>7}"
     )
     print()
     print(
@@ -239,10 +249,28 @@ def print_table(results: dict[str, Any]) -> None:
         for row in result["variants"].values():
             print(
                 f"{database:<9} {row['label']:<36} {row['median_ms']:>10.3f} {row['p99_ms']:>8.3f} "
-                f"{row['ratio_median']:>10.2f} {row['ratio_p99']:>10.2f} {row['queries']:>7}"
+                f"{row['ratio_median']:>10.2f} {row['ratio_p99']:>10.2f} "
+                f"{row['cpu_median_ms']:>7.3f} {row['queries']:>7}"
             )
+        print(
+            "  cpu ms: median CPU time of the benchmark process per request (Python, the drivers'"
+            " client side); the rest of 'median ms' is waiting for the database or Redis"
+        )
+        if result.get("profile"):
+            print_profile(result["profile"])
         for note in result["notes"]:
             print(f"  note: {note}")
+
+
+def print_profile(profile: dict[str, dict[str, float]]) -> None:
+    """Print each variant's profiled time per request, split by package."""
+    groups = sorted({group for split in profile.values() for group in split})
+    print("\n  profiled ms per request by package (cProfile own time, inflated by the profiler):")
+    widths = [max(9, len(group) + 2) for group in groups]
+    print(f"  {'variant':<36}" + "".join(f"{g:>{w}}" for g, w in zip(groups, widths, strict=True)))
+    for label, split in profile.items():
+        cells = (f"{split.get(g, 0.0):>{w}.3f}" for g, w in zip(groups, widths, strict=True))
+        print(f"  {label:<36}{''.join(cells)}")
 
 
 # The child: one database, every variant, interleaved.
@@ -307,6 +335,8 @@ def run_child(args: argparse.Namespace) -> int:
             completed[variant.name].append((key, body))
         return environ, variant.key == "replay"
 
+    cpu: dict[str, list[int]] = {v.name: [] for v in variants}
+
     def call(variant: Variant) -> int:
         environ, is_replay = request_for(variant)
         handler = handlers[variant.handler]
@@ -317,11 +347,13 @@ def run_child(args: argparse.Namespace) -> int:
         ) -> None:
             seen.append((status, headers))
 
+        cpu_started = time.process_time_ns()
         started = time.perf_counter_ns()
         response = handler(environ, start_response)
         b"".join(response)
         response.close()
         elapsed = time.perf_counter_ns() - started
+        cpu[variant.name].append(time.process_time_ns() - cpu_started)
         status, headers = seen[0]
         replayed = ("Idempotent-Replayed", "true") in headers
         if not status.startswith("201") or replayed != is_replay:
@@ -344,6 +376,8 @@ def run_child(args: argparse.Namespace) -> int:
         queries[v.name] = len(captured)
 
     timings: dict[str, list[int]] = {v.name: [] for v in variants}
+    for samples in cpu.values():
+        samples.clear()  # count only the timed requests
     gc.collect()
     gc.freeze()
     for _ in range(args.requests):
@@ -353,18 +387,65 @@ def run_child(args: argparse.Namespace) -> int:
     rows: dict[str, dict[str, Any]] = {}
     for v in variants:
         median, p99 = _median(timings[v.name]), _p99(timings[v.name])
-        rows[v.name] = {"label": v.label, "median_ms": median / 1e6, "p99_ms": p99 / 1e6}
+        rows[v.name] = {
+            "label": v.label,
+            "median_ms": median / 1e6,
+            "p99_ms": p99 / 1e6,
+            "cpu_median_ms": _median(cpu[v.name]) / 1e6,
+        }
     for v in variants:
         base = rows[v.baseline]
         row = rows[v.name]
         row["ratio_median"] = row["median_ms"] / base["median_ms"]
         row["ratio_p99"] = row["p99_ms"] / base["p99_ms"]
         row["queries"] = queries[v.name]
+    gc.unfreeze()
+    profile = {v.label: _profile(call, v, args.profile) for v in variants} if args.profile else {}
     if any(v.needs_redis for v in variants):
         _delete_redis_keys()
+    result = {"server": _server_description(), "variants": rows, "notes": notes}
+    if profile:
+        result["profile"] = profile
     with open(args.child_output, "w") as file:
-        json.dump({"server": _server_description(), "variants": rows, "notes": notes}, file)
+        json.dump(result, file)
     return 0
+
+
+# What each profiled function's own time is charged to, by the first match in its file name.
+PROFILE_GROUPS = (
+    ("django_idempotency", "/django_idempotency/"),
+    # SQLite runs in this process: its statements and commits are CPU and disk, not waiting.
+    ("sqlite3", "sqlite3."),
+    ("sqlite3", "SQLiteCursorWrapper.execute"),
+    ("redis socket", "_socket.socket"),  # redis-py waiting for and reading Redis's answers
+    # psycopg's own time includes waiting for PostgreSQL: its wait loop is charged to callers
+    # differently from run to run, so waiting and client work are one group here; the
+    # "cpu ms" column tells them apart.
+    ("psycopg", "/psycopg/"),
+    ("redis", "/redis/"),
+    ("django.db", "/django/db/"),
+    ("rest_framework", "/rest_framework/"),
+    ("django", "/django/"),
+)
+
+
+def _profile(call: Callable[[Variant], int], variant: Variant, requests: int) -> dict[str, float]:
+    """Profile ``requests`` requests of ``variant``; return own time per request (ms) by group."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(requests):
+        call(variant)
+    profiler.disable()
+    split: dict[str, float] = {}
+    stats: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    for (filename, _line, function), (_cc, _nc, own, _cum, _callers) in stats.items():
+        where = f"{filename}:{function}"
+        group = next((name for name, part in PROFILE_GROUPS if part in where), "other")
+        split[group] = split.get(group, 0.0) + own * 1e3 / requests
+    return split
 
 
 def _shuffled(variants: Iterable[Variant], rng: random.Random) -> list[Variant]:
