@@ -54,6 +54,7 @@ class Variant:
 
 VARIANTS = (
     Variant("drf.bare", "DRF view, bare", "drf.bare", "/drf/bare/"),
+    Variant("drf.bare.atomic", "DRF view, bare, in a transaction", "drf.bare", "/drf/bare-atomic/"),
     Variant("drf.mixin.first", "DRF + mixin, first request", "drf.bare", "/drf/mixin/", "first"),
     Variant(
         "drf.mixin.replay",
@@ -258,6 +259,16 @@ def print_table(results: dict[str, Any]) -> None:
         )
         if result.get("profile"):
             print_profile(result["profile"])
+        atomic = result["variants"].get("drf.bare.atomic")
+        if atomic:
+            print(
+                "  against the bare view in a transaction (as with ATOMIC_REQUESTS = True): "
+                + ", ".join(
+                    f"{row['label']} {row['median_ms'] / atomic['median_ms']:.2f}x"
+                    for name, row in result["variants"].items()
+                    if name.startswith("drf.mixin.")
+                )
+            )
         for note in result["notes"]:
             print(f"  note: {note}")
 

@@ -23,6 +23,7 @@ def test_bench_requests__prints_every_variant_with_its_cpu_time_and_profile(
     rows = json.loads(results.read_text())["databases"]["sqlite"]["variants"]
     assert set(rows) == {
         "drf.bare",
+        "drf.bare.atomic",
         "drf.mixin.first",
         "drf.mixin.replay",
         "plain.bare",
@@ -39,3 +40,4 @@ def test_bench_requests__prints_every_variant_with_its_cpu_time_and_profile(
     assert "DRF + mixin, first request" in run.stdout
     assert "profiled ms per request by package" in run.stdout
     assert "django_idempotency" in run.stdout
+    assert "against the bare view in a transaction" in run.stdout
