@@ -1,0 +1,494 @@
+"""The OpenAPI schema documents Idempotency-Key where the app handles it (docs/openapi.md)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from django.urls import path
+from drf_spectacular.generators import SchemaGenerator
+from drf_spectacular.settings import patched_settings
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.validation import validate_schema
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from rest_framework import generics, serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.test import APIClient
+
+from django_idempotency import exceptions
+from django_idempotency.checks import MIDDLEWARE_PATH
+from django_idempotency.exceptions import IdempotencyError, IdempotencyKeyInvalid
+from django_idempotency.keys import parse_key
+from django_idempotency.mixins import IdempotencyMixin
+from django_idempotency.openapi import KEY_PATTERN, IdempotencyAutoSchema
+from django_idempotency.responses import problem_response
+from tests.testapp import openapi_views
+
+PACKAGE = Path(__file__).resolve().parent.parent / "django_idempotency"
+PROBLEM_REF = {"$ref": "#/components/schemas/IdempotencyProblem"}
+ERROR_DETAIL_REF = {"$ref": "#/components/schemas/IdempotencyErrorDetail"}
+IDEMPOTENCY_ERRORS = {"400", "409", "413", "422", "503"}
+
+
+@pytest.fixture(autouse=True)
+def schema_settings(settings: Any) -> None:
+    # What docs/openapi.md tells users to write, on the OpenAPI tests' URLconf.
+    settings.ROOT_URLCONF = "tests.testapp.openapi_urls"
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_SCHEMA_CLASS": "django_idempotency.openapi.IdempotencyAutoSchema",
+    }
+
+
+def generate(**generator_kwargs: Any) -> dict[str, Any]:
+    """Return the schema as ``manage.py spectacular`` and ``SpectacularAPIView`` make it."""
+    return SchemaGenerator(**generator_kwargs).get_schema(request=None, public=True)
+
+
+def key_parameter(operation: dict[str, Any]) -> dict[str, Any] | None:
+    matches = [
+        parameter
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "header" and parameter["name"] == "Idempotency-Key"
+    ]
+    assert len(matches) <= 1
+    return matches[0] if matches else None
+
+
+def key_required(operation: dict[str, Any]) -> bool:
+    parameter = key_parameter(operation)
+    assert parameter is not None, "no Idempotency-Key parameter"
+    return bool(parameter.get("required", False))
+
+
+def codes(response: dict[str, Any]) -> list[str]:
+    return re.findall(r"`(idempotency_[a-z_]+)`", response["description"])
+
+
+def assert_untouched(operation: dict[str, Any]) -> None:
+    assert key_parameter(operation) is None
+    assert not IDEMPOTENCY_ERRORS & set(operation["responses"])
+    for response in operation["responses"].values():
+        assert "Idempotent-Replayed" not in response.get("headers", {})
+
+
+# The Idempotency-Key parameter
+
+
+def test_key_parameter__required_by_a_mixin_view():
+    operation = generate()["paths"]["/drf/required/"]["post"]
+
+    parameter = key_parameter(operation)
+
+    assert parameter is not None
+    assert parameter["required"] is True
+    assert parameter["description"].startswith("Required.")
+    assert "24 hours" in parameter["description"]  # the expiry policy, published
+    assert parameter["schema"] == {"type": "string", "minLength": 1, "pattern": KEY_PATTERN}
+
+
+def test_key_parameter__optional_when_the_view_does_not_require_it():
+    operation = generate()["paths"]["/drf/behave/"]["post"]
+
+    parameter = key_parameter(operation)
+
+    assert parameter is not None
+    assert parameter.get("required", False) is False
+    assert parameter["description"].startswith("Optional")
+
+
+def test_key_parameter__follows_the_views_methods():
+    paths = generate()["paths"]
+
+    # DRFBehaveView adds DELETE; OrderViewSet keeps the default POST and PATCH.
+    assert key_parameter(paths["/drf/behave/"]["delete"]) is not None
+    assert key_parameter(paths["/api/orders/"]["post"]) is not None
+    assert key_parameter(paths["/api/orders/{id}/"]["patch"]) is not None
+    assert_untouched(paths["/api/orders/{id}/"]["put"])
+    assert_untouched(paths["/api/orders/{id}/"]["delete"])
+
+
+@pytest.mark.parametrize("methods", [None, ["POST", "PATCH", "GET"]])
+def test_key_parameter__never_on_safe_methods(settings: Any, methods: list[str] | None):
+    if methods is not None:
+        settings.IDEMPOTENCY_METHODS = methods  # a mistake check E001 reports; still ignored
+
+    paths = generate()["paths"]
+
+    for path_item in paths.values():
+        if "get" in path_item:
+            assert_untouched(path_item["get"])
+    assert "get" in paths["/drf/behave/"]  # a mixin view whose methods cover POST
+    assert "get" in paths["/api/orders/{id}/"]
+
+
+def test_key_parameter__decided_per_action_by_the_views_hooks():
+    paths = generate()["paths"]
+
+    assert key_required(paths["/api/receipts/"]["post"]) is True
+    assert key_required(paths["/api/receipts/{id}/"]["patch"]) is False
+    assert key_required(paths["/api/receipts/{id}/"]["put"]) is False
+
+
+def test_key_parameter__class_attributes_when_a_hook_needs_a_real_request(
+    capsys: pytest.CaptureFixture[str],
+):
+    operation = generate()["paths"]["/organisation/"]["post"]
+
+    assert key_required(operation) is True
+    assert "OrganisationView.get_idempotency_options() failed" in capsys.readouterr().err
+
+
+def test_key_parameter__named_after_the_header_setting(settings: Any):
+    settings.IDEMPOTENCY_HEADER = "X-Request-Key"
+
+    operation = generate()["paths"]["/drf/required/"]["post"]
+
+    assert key_parameter(operation) is None
+    assert [p["name"] for p in operation["parameters"] if p["in"] == "header"] == ["X-Request-Key"]
+
+
+# What a key may be: the documented pattern is parse_key's rule.
+
+header_values = st.one_of(
+    st.text(st.characters(max_codepoint=0x80), max_size=260),
+    st.from_regex(r'\A"([ -!#-\[\]-~]|\\["\\])*"\Z'),
+    st.from_regex(r"\A[!-~]{1,256}\Z"),
+)
+
+
+@hypothesis_settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(header_values)
+@example("8e03978e-40d5-43e8-bc93-6894a57f9324")
+@example('"8e03978e-40d5-43e8-bc93-6894a57f9324"')
+@example('"a\\"b\\\\c"')
+@example('"a\\b"')
+@example('"a"b"')
+@example('""')
+@example('"a b"')
+@example("a" * 255)
+@example("a" * 256)
+@example('"' + "\\\\" * 255 + '"')
+@example('"' + "a" * 256 + '"')
+def test_key_pattern__accepts_what_parse_key_accepts(value: str):
+    if value != value.strip(" \t"):
+        return  # header parsers drop surrounding whitespace before any of this
+
+    try:
+        parse_key(value)
+    except IdempotencyKeyInvalid:
+        accepted = False
+    else:
+        accepted = True
+
+    assert (re.fullmatch(KEY_PATTERN, value) is not None) is accepted
+
+
+# Error responses
+
+
+def test_error_responses__problem_documents_behind_the_middleware():
+    operation = generate()["paths"]["/transfers/"]["post"]
+    responses = operation["responses"]
+
+    assert key_required(operation) is True
+    assert set(responses) == {"201", *IDEMPOTENCY_ERRORS}
+    assert codes(responses["400"]) == ["idempotency_key_missing", "idempotency_key_invalid"]
+    assert codes(responses["409"]) == [
+        "idempotency_key_in_progress",
+        "idempotency_key_not_replayable",
+        "idempotency_lease_expired",
+    ]
+    assert codes(responses["413"]) == ["idempotency_request_too_large"]
+    assert codes(responses["422"]) == ["idempotency_key_mismatch"]
+    assert codes(responses["503"]) == ["idempotency_store_unavailable"]
+    for status in IDEMPOTENCY_ERRORS:
+        assert list(responses[status]["content"]) == ["application/problem+json"]
+        assert responses[status]["content"]["application/problem+json"]["schema"] == PROBLEM_REF
+
+
+def test_error_responses__retry_after_where_a_retry_can_succeed():
+    responses = generate()["paths"]["/transfers/"]["post"]["responses"]
+
+    assert responses["503"]["headers"]["Retry-After"]["required"] is True
+    # Not every 409 carries it: a key whose response was not stored never succeeds.
+    assert responses["409"]["headers"]["Retry-After"]["required"] is False
+    assert responses["409"]["headers"]["Retry-After"]["schema"] == {
+        "type": "integer",
+        "minimum": 1,
+    }
+    for status in ("400", "413", "422"):
+        assert "Retry-After" not in responses[status].get("headers", {})
+
+
+def test_error_responses__examples_are_the_bodies_sent():
+    responses = generate()["paths"]["/transfers/"]["post"]["responses"]
+
+    for status in IDEMPOTENCY_ERRORS:
+        examples = responses[status]["content"]["application/problem+json"]["examples"]
+        assert list(examples) == codes(responses[status])
+        for example_ in examples.values():
+            error_class = next(
+                cls for cls in error_classes() if cls.default_code == example_["value"]["code"]
+            )
+            error = error_class(status_code=int(status))
+            assert example_["value"] == json.loads(problem_response(error).content)
+
+
+def test_error_responses__the_exception_handlers_format_behind_the_mixin():
+    responses = generate()["paths"]["/drf/required/"]["post"]["responses"]
+
+    for status in IDEMPOTENCY_ERRORS:
+        assert responses[status]["content"] == {"application/json": {"schema": ERROR_DETAIL_REF}}
+
+
+def test_error_responses__only_missing_when_required():
+    paths = generate()["paths"]
+
+    assert codes(paths["/drf/behave/"]["post"]["responses"]["400"]) == ["idempotency_key_invalid"]
+    assert "idempotency_key_missing" in codes(paths["/drf/required/"]["post"]["responses"]["400"])
+
+
+def test_error_responses__follow_the_views_policy():
+    # LenientView: mismatch answered 409, fail-open, no shared transaction.
+    responses = generate()["paths"]["/lenient/"]["post"]["responses"]
+
+    assert "422" not in responses
+    assert "503" not in responses  # fail-open: the view runs when the store is down
+    assert codes(responses["409"]) == [
+        "idempotency_key_in_progress",
+        "idempotency_key_not_replayable",
+        "idempotency_key_mismatch",
+    ]  # and no lease_expired: that needs a shared transaction
+
+
+def test_error_responses__no_413_without_an_upload_limit(settings: Any):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = None
+
+    responses = generate()["paths"]["/drf/required/"]["post"]["responses"]
+
+    assert "413" not in responses
+
+
+def test_error_responses__merged_into_the_views_own():
+    # Declared here, not in tests.testapp: @extend_schema reads DEFAULT_SCHEMA_CLASS when it
+    # decorates, and a project sets it in its settings, before its views are imported.
+    class ValidationErrorSerializer(serializers.Serializer):
+        amount = serializers.ListField(child=serializers.CharField())
+
+    class InvoiceView(IdempotencyMixin, generics.CreateAPIView):
+        serializer_class = openapi_views.InvoiceSerializer
+        idempotency_required = True
+
+        @extend_schema(
+            responses={
+                201: openapi_views.InvoiceSerializer,
+                400: OpenApiResponse(ValidationErrorSerializer, description="Invalid invoice."),
+            }
+        )
+        def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+            return super().post(request, *args, **kwargs)
+
+    schema = generate(patterns=[path("invoices/", InvoiceView.as_view())])
+    response = schema["paths"]["/invoices/"]["post"]["responses"]["400"]
+
+    assert response["description"].startswith("Invalid invoice.\n\n")
+    assert codes(response) == ["idempotency_key_missing", "idempotency_key_invalid"]
+    assert response["content"]["application/json"]["schema"] == {
+        "oneOf": [{"$ref": "#/components/schemas/ValidationError"}, ERROR_DETAIL_REF]
+    }
+
+
+def test_error_responses__a_schema_class_for_problem_handlers(settings: Any):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_SCHEMA_CLASS": f"{__name__}.ProblemHandlerSchema",
+    }
+
+    responses = generate()["paths"]["/drf/required/"]["post"]["responses"]
+
+    assert responses["409"]["content"] == {"application/json": {"schema": PROBLEM_REF}}
+
+
+class ProblemHandlerSchema(IdempotencyAutoSchema):
+    """For a project whose exception handler renders problem documents (docs/errors.md)."""
+
+    def get_idempotency_error_schema(self) -> dict[str, Any]:
+        return self.get_idempotency_problem_schema()
+
+
+# The Idempotent-Replayed header
+
+
+def test_replayed_header__on_the_views_responses_only():
+    paths = generate()["paths"]
+    created = paths["/api/orders/"]["post"]["responses"]
+    deleted = paths["/drf/behave/"]["delete"]["responses"]
+
+    header = created["201"]["headers"]["Idempotent-Replayed"]
+    assert header["schema"] == {"type": "string", "enum": ["true"]}
+    assert header.get("required", False) is False
+    assert "Idempotent-Replayed" in deleted["204"]["headers"]
+    for status in IDEMPOTENCY_ERRORS:
+        assert "Idempotent-Replayed" not in created[status].get("headers", {})
+
+
+# The components
+
+
+def test_problem_component__describes_problem_response():
+    components = generate()["components"]["schemas"]
+    body = json.loads(problem_response(exceptions.IdempotencyKeyInProgress()).content)
+
+    problem = components["IdempotencyProblem"]
+
+    assert problem["type"] == "object"
+    assert set(problem["required"]) == set(problem["properties"]) == set(body)
+    jsonschema.validate(body, problem)
+
+
+def test_error_detail_component__describes_drfs_default_handler():
+    components = generate()["components"]["schemas"]
+
+    assert components["IdempotencyErrorDetail"]["required"] == ["detail"]
+
+
+def test_error_codes__every_error_can_be_documented():
+    documented = set()
+    schema = generate()
+    for path_item in schema["paths"].values():
+        for operation in path_item.values():
+            for status in IDEMPOTENCY_ERRORS & set(operation["responses"]):
+                documented.update(codes(operation["responses"][status]))
+
+    assert documented == {cls.default_code for cls in error_classes()}
+
+
+def error_classes() -> list[type[IdempotencyError]]:
+    return [
+        value
+        for value in vars(exceptions).values()
+        if isinstance(value, type)
+        and issubclass(value, IdempotencyError)
+        and value is not IdempotencyError
+    ]
+
+
+# Views the middleware protects
+
+
+def test_middleware__drf_views_without_the_mixin():
+    paths = generate()["paths"]
+
+    assert key_required(paths["/drf-without-mixin/behave/"]["post"]) is False
+    assert key_required(paths["/invoices/"]["post"]) is True  # @idempotent above @api_view
+    assert key_required(paths["/transfers/"]["post"]) is True  # @idempotent on dispatch()
+
+
+def test_middleware__exempt_views_untouched():
+    paths = generate()["paths"]
+
+    assert_untouched(paths["/drf-without-mixin/exempt/"]["post"])  # exempt in the URLconf
+    assert_untouched(paths["/webhook/"]["post"])  # exempt through its class
+
+
+def test_middleware__not_installed(settings: Any):
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if m != MIDDLEWARE_PATH]
+
+    paths = generate()["paths"]
+
+    for url in ("/drf-without-mixin/behave/", "/invoices/", "/transfers/"):
+        assert_untouched(paths[url]["post"])
+    assert key_parameter(paths["/drf/required/"]["post"]) is not None  # the mixin needs none
+
+
+def test_middleware__routes_outside_the_urlconf_read_the_views_class():
+    schema = generate(
+        patterns=[
+            path("elsewhere/webhook/", openapi_views.WebhookView.as_view()),
+            path("elsewhere/transfers/", openapi_views.TransferView.as_view()),
+        ]
+    )
+
+    assert_untouched(schema["paths"]["/elsewhere/webhook/"]["post"])
+    assert key_required(schema["paths"]["/elsewhere/transfers/"]["post"]) is True
+
+
+# The whole schema, and what the wire says
+
+
+@pytest.mark.parametrize("version", ["3.0.3", "3.1.0"])
+def test_schema__valid_openapi(version: str):
+    with patched_settings({"OAS_VERSION": version}):
+        schema = generate()
+
+    assert schema["openapi"] == version
+    validate_schema(schema)
+
+
+@pytest.mark.parametrize(
+    ("url", "content_type"),
+    [("/drf/required/", "application/json"), ("/transfers/", "application/problem+json")],
+)
+def test_schema__describes_the_response_sent(url: str, content_type: str):
+    schema = generate()
+    documented = schema["paths"][url]["post"]["responses"]["400"]
+
+    response = APIClient().post(url, {"amount": "4.20"}, format="json")
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == content_type
+    body_schema = documented["content"][content_type]["schema"]
+    jsonschema.validate(response.json(), {**body_schema, "components": schema["components"]})
+
+
+@pytest.mark.django_db
+def test_schema__describes_the_replay_sent():
+    documented = generate()["paths"]["/transfers/"]["post"]["responses"]["201"]
+    client = APIClient()
+    headers = {"Idempotency-Key": "8e03978e-40d5-43e8-bc93-6894a57f9324"}
+
+    first = client.post("/transfers/", {"amount": "4.20"}, format="json", headers=headers)
+    replay = client.post("/transfers/", {"amount": "4.20"}, format="json", headers=headers)
+
+    assert first.status_code == replay.status_code == 201
+    assert "Idempotent-Replayed" not in first
+    assert (
+        replay["Idempotent-Replayed"]
+        in documented["headers"]["Idempotent-Replayed"]["schema"]["enum"]
+    )
+
+
+# Packaging
+
+
+def test_package__only_the_openapi_module_imports_drf_spectacular():
+    importers = {
+        module.relative_to(PACKAGE).as_posix()
+        for module in PACKAGE.rglob("*.py")
+        if any(
+            (
+                isinstance(node, ast.Import)
+                and any(a.name.startswith("drf_spectacular") for a in node.names)
+            )
+            or (
+                isinstance(node, ast.ImportFrom)
+                and (node.module or "").startswith("drf_spectacular")
+            )
+            for node in ast.walk(ast.parse(module.read_text()))
+        )
+    }
+
+    assert importers == {"openapi.py"}
