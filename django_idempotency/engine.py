@@ -34,7 +34,6 @@ from django_idempotency.storage.base import (
     StorageUnavailable,
     StoredResponse,
 )
-from django_idempotency.validation import SAFE_METHODS
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ def begin(request: HttpRequest, policy: Policy) -> Execution | HttpResponse | No
     owns the key and must run the view. Raise an ``IdempotencyError`` for every problem.
     """
     method = (request.method or "").upper()
-    if method in SAFE_METHODS or method not in policy.methods:
+    if not policy.covers(method):
         return None
     raw_key = request.headers.get(policy.header)
     if raw_key is None:

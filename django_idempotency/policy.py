@@ -22,7 +22,7 @@ from django_idempotency.conf import (
     to_timedelta,
 )
 from django_idempotency.storage.base import Storage
-from django_idempotency.validation import OPTION_VALIDATORS, validate_options
+from django_idempotency.validation import OPTION_VALIDATORS, SAFE_METHODS, validate_options
 
 #: Per-view options, as ``@idempotent(name=...)`` keywords and ``idempotency_<name>`` attributes.
 OPTION_NAMES = tuple(OPTION_VALIDATORS)
@@ -54,6 +54,11 @@ class Policy:
     def is_atomic(self) -> bool:
         """Whether the view's writes and the stored response commit together."""
         return self.atomic and self.storage.is_transactional
+
+    def covers(self, method: str) -> bool:
+        """Whether requests with ``method`` take a key: listed, and never a safe method."""
+        upper = method.upper()
+        return upper in self.methods and upper not in SAFE_METHODS
 
     def should_replay_header(self, name: str) -> bool:
         lowered = name.lower()

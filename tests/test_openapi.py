@@ -25,10 +25,10 @@ from rest_framework.test import APIClient
 
 from django_idempotency import exceptions
 from django_idempotency.checks import MIDDLEWARE_PATH
+from django_idempotency.contrib.drf_spectacular import KEY_PATTERN, IdempotencyAutoSchema
 from django_idempotency.exceptions import IdempotencyError, IdempotencyKeyInvalid
 from django_idempotency.keys import parse_key
 from django_idempotency.mixins import IdempotencyMixin
-from django_idempotency.openapi import KEY_PATTERN, IdempotencyAutoSchema
 from django_idempotency.responses import problem_response
 from tests.testapp import openapi_views
 
@@ -44,7 +44,7 @@ def schema_settings(settings: Any) -> None:
     settings.ROOT_URLCONF = "tests.testapp.openapi_urls"
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
-        "DEFAULT_SCHEMA_CLASS": "django_idempotency.openapi.IdempotencyAutoSchema",
+        "DEFAULT_SCHEMA_CLASS": "django_idempotency.contrib.drf_spectacular.IdempotencyAutoSchema",
     }
 
 
@@ -474,7 +474,7 @@ def test_schema__describes_the_replay_sent():
 # Packaging
 
 
-def test_package__only_the_openapi_module_imports_drf_spectacular():
+def test_package__only_its_contrib_module_imports_drf_spectacular():
     importers = {
         module.relative_to(PACKAGE).as_posix()
         for module in PACKAGE.rglob("*.py")
@@ -491,4 +491,4 @@ def test_package__only_the_openapi_module_imports_drf_spectacular():
         )
     }
 
-    assert importers == {"openapi.py"}
+    assert importers == {"contrib/drf_spectacular.py"}

@@ -8,9 +8,9 @@ from rest_framework.decorators import api_view, schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from django_idempotency.contrib.drf_spectacular import IdempotencyAutoSchema
 from django_idempotency.decorators import idempotency_exempt, idempotent
 from django_idempotency.mixins import IdempotencyMixin
-from django_idempotency.openapi import IdempotencyAutoSchema
 from tests.testapp.models import Order
 from tests.testapp.views import OrderSerializer
 

@@ -34,7 +34,6 @@ from django_idempotency.middleware import HANDLED_BY_VIEW_ATTRIBUTE
 from django_idempotency.mixins import IdempotencyMixin
 from django_idempotency.policy import OPTION_NAMES, Policy
 from django_idempotency.responses import PROBLEM_CONTENT_TYPE, REPLAYED_HEADER, problem_response
-from django_idempotency.validation import SAFE_METHODS
 
 #: Component schema of the RFC 9457 problem documents the middleware and decorator answer with.
 PROBLEM_COMPONENT = "IdempotencyProblem"
@@ -110,9 +109,6 @@ class IdempotencyAutoSchema(AutoSchema):
         return _component_ref(self.registry, PROBLEM_COMPONENT, _problem_schema())
 
     def _find_protection(self, method: str, path_regex: str) -> _Protection | None:
-        # DESIGN §3: safe methods are never covered, whatever a policy lists.
-        if method in SAFE_METHODS:
-            return None
         if isinstance(self.view, IdempotencyMixin):
             protection = _Protection(_mixin_policy(self.view), by_mixin=True)
         elif MIDDLEWARE_PATH in settings.MIDDLEWARE:
@@ -125,9 +121,8 @@ class IdempotencyAutoSchema(AutoSchema):
             protection = _Protection(Policy.build(get_view_options(view_function)), by_mixin=False)
         else:
             return None
-        if method not in protection.policy.methods:
-            return None
-        return protection
+        # DESIGN §3: safe methods are never covered, whatever a policy lists.
+        return protection if protection.policy.covers(method) else None
 
     def _document_responses(
         self, responses: dict[str, Any], protection: _Protection
