@@ -7,6 +7,7 @@ Not for production: DEBUG is on and the secret key is public.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -93,13 +94,23 @@ elif EXAMPLE_DATABASE == "sqlite":
 else:
     raise RuntimeError(f"EXAMPLE_DATABASE must be sqlite or postgres, not {EXAMPLE_DATABASE!r}")
 
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.BasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
 }
+
+# With the openapi extra (drf-spectacular) installed, /api/schema/ serves the OpenAPI schema,
+# which documents Idempotency-Key where the app handles it (docs/openapi.md).
+HAS_SPECTACULAR = importlib.util.find_spec("drf_spectacular") is not None
+if HAS_SPECTACULAR:
+    INSTALLED_APPS.append("drf_spectacular")
+    REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = (
+        "django_idempotency.contrib.drf_spectacular.IdempotencyAutoSchema"
+    )
+    SPECTACULAR_SETTINGS = {"TITLE": "Example shop", "VERSION": "1.0.0"}
 
 LOGGING = {
     "version": 1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
@@ -17,3 +18,8 @@ urlpatterns = [
     path("payments/", views.create_payment, name="payment-create"),
     path("payments/<int:pk>/", views.payment_detail, name="payment-detail"),
 ]
+
+if settings.HAS_SPECTACULAR:
+    from drf_spectacular.views import SpectacularAPIView
+
+    urlpatterns.append(path("api/schema/", SpectacularAPIView.as_view(), name="schema"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -56,3 +57,27 @@ def test_demo__runs_the_example_api_and_every_expectation_holds(example_env: dic
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "Idempotent-Replayed: true" in demo.stdout
     assert "422" in demo.stdout
+
+
+def test_schema__documents_the_key_on_the_orders_api(example_env: dict[str, str], tmp_path: Path):
+    schema_file = tmp_path / "schema.json"
+    options = ["--validate", "--fail-on-warn", "--format", "openapi-json", "--file", schema_file]
+    generated = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "spectacular", *map(str, options)],
+        env=example_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert generated.returncode == 0, generated.stdout + generated.stderr
+    operations = json.loads(schema_file.read_text())["paths"]
+    create = operations["/api/orders/"]["post"]
+    assert {"name": "Idempotency-Key", "in": "header", "required": True}.items() <= next(
+        p for p in create["parameters"] if p["name"] == "Idempotency-Key"
+    ).items()
+    assert {"400", "409", "422"} <= set(create["responses"])
+    assert "parameters" not in operations["/api/orders/"]["get"] or all(
+        p["name"] != "Idempotency-Key" for p in operations["/api/orders/"]["get"]["parameters"]
+    )
