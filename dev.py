@@ -3,10 +3,16 @@
     python3 dev.py demo                 # run the example project's demo
     python3 dev.py test [pytest args]   # run the whole test suite (SQLite, then PostgreSQL)
     python3 dev.py test --require-services   # fail instead of skipping (CI=true does the same)
+    python3 dev.py test --python PATH   # the same on another interpreter, in .venv-py3.X
 
-Standard library only, so it runs on a fresh machine with Python 3.11+. It creates ``.venv``,
-installs ``-e ".[dev]"`` into it whenever ``pyproject.toml`` changed since the last install,
-then runs itself again with the virtualenv's Python to do the real work.
+Standard library only, so it runs on a fresh machine with Python 3.11+. It creates ``.venv``
+(or ``.venv-py3.X`` for ``--python``), installs ``-e ".[dev]"`` into it whenever
+``pyproject.toml`` changed since the last install, then runs itself again with the virtualenv's
+Python to do the real work. A new virtualenv gets the newest Django that pip resolves for its
+Python (Django 6 needs Python 3.12 or newer); remove it to test a newer release.
+
+With ``DEV_PY_LEDGER=FILE`` each test run also appends its counts to FILE and, after the
+second run, ends with the total over all the runs recorded there (``.ci/run`` uses it).
 
 This module is also the tiny pytest plugin (``-p dev``) that counts outcomes for each pass.
 """
@@ -16,10 +22,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,30 +35,62 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
-STAMP = VENV / ".dev-py-pyproject.sha256"
-IN_VENV_MARKER = "DEV_PY_IN_VENV"
+STAMP_NAME = ".dev-py-pyproject.sha256"
+IN_VENV_MARKER = "DEV_PY_IN_VENV"  # the virtualenv the child must run in
 REPORT_ENV = "DEV_PY_REPORT"
+LEDGER_ENV = "DEV_PY_LEDGER"
 
 SQLITE_MARKS = "not postgres and not redis and not browser"
 FALLBACK_MARKS = "(redis or browser) and not postgres"
 
-USAGE = """usage: python3 dev.py demo [demo args]
-       python3 dev.py test [--require-services] [pytest args]"""
+USAGE = """usage: python3 dev.py demo [--python PATH] [demo args]
+       python3 dev.py test [--python PATH] [--require-services] [pytest args]"""
 
 
 # --- bootstrap (system Python) ----------------------------------------------------------------
 
 
-def venv_python() -> Path:
-    """Return the path of the virtualenv's interpreter."""
+class SetupError(Exception):
+    """A virtualenv could not be prepared; the message says why and what to do."""
+
+
+def venv_python(venv: Path) -> Path:
+    """Return the path of a virtualenv's interpreter."""
     if os.name == "nt":
-        return VENV / "Scripts" / "python.exe"
-    return VENV / "bin" / "python"
+        return venv / "Scripts" / "python.exe"
+    return venv / "bin" / "python"
 
 
-def is_running_in_venv() -> bool:
-    """Say whether this process already runs on the project's virtualenv."""
-    return Path(sys.prefix).resolve() == VENV.resolve()
+def is_running_in(venv: Path) -> bool:
+    """Say whether this process already runs on the given virtualenv."""
+    return Path(sys.prefix).resolve() == venv.resolve()
+
+
+def choose_venv(args: list[str]) -> tuple[Path, str, list[str]]:
+    """Return the virtualenv to use, the Python that creates it, and the remaining arguments.
+
+    ``--python PATH`` picks ``.venv-py3.X`` for that interpreter; otherwise ``.venv`` is made
+    with the Python running this script.
+    """
+    if "--python" not in args:
+        return VENV, sys.executable, args
+    at = args.index("--python")
+    if at + 1 == len(args):
+        raise SetupError("--python needs the path of a Python interpreter")
+    base, rest = args[at + 1], args[:at] + args[at + 2 :]
+    try:
+        probe = subprocess.run(
+            [base, "-c", "import sys; print(*sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        major, minor = map(int, probe.stdout.split())
+    except (OSError, ValueError):
+        raise SetupError(f"{base} did not run as a Python interpreter") from None
+    if (major, minor) < (3, 11):
+        raise SetupError(f"{base} is Python {major}.{minor}; the project needs 3.11 or newer")
+    return ROOT / f".venv-py{major}.{minor}", base, rest
 
 
 def pyproject_hash() -> str:
@@ -59,41 +98,50 @@ def pyproject_hash() -> str:
     return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
 
 
-def ensure_venv() -> Path:
-    """Create ``.venv`` if missing and install the project into it when needed."""
-    python = venv_python()
+def ensure_venv(venv: Path, base_python: str) -> Path:
+    """Create the virtualenv if missing and install the project into it when needed."""
+    python = venv_python(venv)
+    name = venv.relative_to(ROOT)
     if not python.exists():
-        print(f"dev.py: creating {VENV.relative_to(ROOT)} with {sys.executable}", flush=True)
-        result = subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=False)
+        print(f"dev.py: creating {name} with {base_python}", flush=True)
+        result = subprocess.run([base_python, "-m", "venv", str(venv)], check=False)
         if result.returncode != 0 or not python.exists():
-            sys.exit(
-                "dev.py: could not create the virtualenv. On Debian/Ubuntu install the "
+            raise SetupError(
+                "could not create the virtualenv. On Debian/Ubuntu install the "
                 "python3-venv package, then run this command again."
             )
+    stamp = venv / STAMP_NAME
     wanted = pyproject_hash()
-    installed = STAMP.read_text().strip() if STAMP.exists() else ""
+    installed = stamp.read_text().strip() if stamp.exists() else ""
     if installed != wanted:
-        print('dev.py: installing -e ".[dev]" into .venv (first run takes a minute)', flush=True)
+        print(f'dev.py: installing -e ".[dev]" into {name} (first run takes a minute)', flush=True)
         result = subprocess.run(
             [str(python), "-m", "pip", "install", "--quiet", "-e", ".[dev]"],
             cwd=ROOT,
             check=False,
         )
         if result.returncode != 0:
-            sys.exit("dev.py: pip install failed; see the output above.")
-        STAMP.write_text(wanted + "\n")
+            raise SetupError("pip install failed; see the output above.")
+        stamp.write_text(wanted + "\n")
     return python
 
 
-def bootstrap(argv: list[str]) -> int:
+def bootstrap(command: str, args: list[str]) -> int:
     """Prepare the virtualenv and run this script again inside it."""
     if sys.version_info < (3, 11):  # noqa: UP036  (dev.py may be started by an old python3)
         sys.exit(f"dev.py: Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
-    if os.environ.get(IN_VENV_MARKER):
-        sys.exit(f"dev.py: {venv_python()} is not the virtualenv at {VENV}; remove .venv and retry")
-    python = ensure_venv()
-    env = {**os.environ, IN_VENV_MARKER: "1"}
-    return subprocess.call([str(python), str(ROOT / "dev.py"), *argv], cwd=ROOT, env=env)
+    try:
+        venv, base_python, venv_args = choose_venv(args)
+        python = ensure_venv(venv, base_python)
+    except SetupError as exc:
+        print(f"dev.py: {exc}", file=sys.stderr, flush=True)
+        if command == "test":
+            # A run that could not start counts as one failure, so a ledger's total shows it.
+            record_run(" ".join(["dev.py", command, *args]), Counts(failed=1), ok=False)
+        return 1
+    env = {**os.environ, IN_VENV_MARKER: str(venv)}
+    command_line = [str(python), str(ROOT / "dev.py"), command, *venv_args]
+    return subprocess.call(command_line, cwd=ROOT, env=env)
 
 
 # --- demo -------------------------------------------------------------------------------------
@@ -149,6 +197,37 @@ class PassResult:
     def ok(self) -> bool:
         # pytest exit 5 = "no tests collected": fine when a -m/-k selection left nothing here.
         return self.exit_code == 0 or (self.exit_code == 5 and self.selected)
+
+    def line(self) -> str:
+        state = "ok" if self.ok else f"FAILED (exit code {self.exit_code})"
+        return f"{self.name}: {self.counts.summary()}: {state}"
+
+
+def print_summary(title: str, results: list[PassResult], notes: list[str], total: Counts) -> None:
+    """Print each result, the notes, and last the plain ``N passed, N failed, N skipped``."""
+    print(f"\n=== {title} ===")
+    for result in results:
+        print(result.line())
+    for note in notes:
+        print(note)
+    print(total.summary(), flush=True)
+
+
+def record_run(name: str, counts: Counts, ok: bool) -> None:
+    """With DEV_PY_LEDGER, add this run to the ledger; from the second run on, print the total."""
+    path = os.environ.get(LEDGER_ENV)
+    if not path:
+        return
+    ledger = Path(path)
+    with ledger.open("a") as out:
+        out.write(json.dumps({"name": name, "exit_code": 0 if ok else 1, **asdict(counts)}) + "\n")
+    runs = []
+    for line in ledger.read_text().splitlines():
+        run = json.loads(line)
+        runs.append(PassResult(run.pop("name"), run.pop("exit_code"), Counts(**run)))
+    if len(runs) > 1:
+        total = sum((run.counts for run in runs), Counts())
+        print_summary(f"all runs in {LEDGER_ENV}", runs, [], total)
 
 
 def has_selection(args: list[str]) -> bool:
@@ -228,6 +307,10 @@ def run_tests(args: list[str]) -> int:
         or is_truthy(os.environ.get("CI"))
         or os.environ.get("IDEMPOTENCY_REQUIRE_SERVICES") == "1"
     )
+    import django  # the virtualenv has it; bootstrap()'s Python may not
+
+    name = f"Python {platform.python_version()}, Django {django.get_version()}"
+    print(f"dev.py: {name} ({Path(sys.prefix).name})", flush=True)
     env = dict(os.environ)
     env.pop(IN_VENV_MARKER, None)
     # One test database per checkout, so two clones testing on one server do not collide.
@@ -269,17 +352,12 @@ def run_tests(args: list[str]) -> int:
         )
 
     total = sum((p.counts for p in passes), extra)
-    print("\n=== dev.py summary ===")
-    for p in passes:
-        state = "ok" if p.ok else f"FAILED (pytest exit code {p.exit_code})"
-        print(f"{p.name}: {p.counts.summary()}: {state}")
-    for note in notes:
-        print(note)
     failed = any(not p.ok for p in passes) or extra.failed > 0
     if total.total == 0:
-        print("no tests ran at all: FAILED")
+        notes.append("no tests ran at all: FAILED")
         failed = True
-    print(total.summary(), flush=True)
+    print_summary("dev.py summary", passes, notes, total)
+    record_run(name, total, ok=not failed)
     return 1 if failed else 0
 
 
@@ -326,11 +404,16 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test"):
         print(USAGE, file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    if not is_running_in_venv():
-        return bootstrap(argv)
-    if argv[0] == "demo":
-        return run_demo(argv[1:])
-    return run_tests(argv[1:])
+    command, args = argv[0], argv[1:]
+    wanted = os.environ.get(IN_VENV_MARKER)
+    if wanted:  # started by bootstrap(): it must have started the virtualenv it prepared
+        if not is_running_in(Path(wanted)):
+            sys.exit(f"dev.py: {sys.executable} is not the virtualenv at {wanted}; remove it")
+    elif "--python" in args or not is_running_in(VENV):
+        return bootstrap(command, args)
+    if command == "demo":
+        return run_demo(args)
+    return run_tests(args)
 
 
 if __name__ == "__main__":
