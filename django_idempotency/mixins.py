@@ -80,8 +80,7 @@ class IdempotencyMixin:
                 f"class {cls.__name__}(IdempotencyMixin, ...)."
             )
         validate_options(
-            {name: getattr(cls, f"idempotency_{name}") for name in OPTION_NAMES},
-            owner=f"{cls.__module__}.{cls.__qualname__}",
+            cls.idempotency_class_options(), owner=f"{cls.__module__}.{cls.__qualname__}"
         )
 
     idempotency_required: bool | None = None
@@ -117,9 +116,13 @@ class IdempotencyMixin:
         return view
 
     @classmethod
+    def idempotency_class_options(cls) -> dict[str, Any]:
+        """Return the view's ``idempotency_*`` class attributes, as options by name."""
+        return {name: getattr(cls, f"idempotency_{name}") for name in OPTION_NAMES}
+
+    @classmethod
     def _idempotency_claim_alias(cls) -> str | None:
-        options = {name: getattr(cls, f"idempotency_{name}") for name in OPTION_NAMES}
-        policy = Policy.build(options)
+        policy = Policy.build(cls.idempotency_class_options())
         return policy.storage.using if policy.is_atomic else None
 
     # Hooks: override to decide per request.
@@ -150,9 +153,8 @@ class IdempotencyMixin:
 
     def get_idempotency_options(self) -> dict[str, Any]:
         """Return this request's overrides of the settings."""
-        options: dict[str, Any] = {
-            name: getattr(self, f"idempotency_{name}") for name in OPTION_NAMES
-        }
+        # Instance attributes too: as_view(idempotency_ttl=...) sets them per view.
+        options = {name: getattr(self, f"idempotency_{name}") for name in OPTION_NAMES}
         options.update(
             required=self.get_idempotency_required(),
             methods=self.get_idempotency_methods(),

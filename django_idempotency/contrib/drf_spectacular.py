@@ -32,7 +32,7 @@ from django_idempotency.exceptions import (
 from django_idempotency.keys import MAX_KEY_LENGTH
 from django_idempotency.middleware import HANDLED_BY_VIEW_ATTRIBUTE
 from django_idempotency.mixins import IdempotencyMixin
-from django_idempotency.policy import OPTION_NAMES, Policy
+from django_idempotency.policy import Policy
 from django_idempotency.responses import PROBLEM_CONTENT_TYPE, REPLAYED_HEADER, problem_response
 
 #: Component schema of the RFC 9457 problem documents the middleware and decorator answer with.
@@ -184,9 +184,7 @@ def _mixin_policy(view: IdempotencyMixin) -> Policy:
             f"{type(view).__qualname__}.get_idempotency_options() failed during schema "
             f"generation ({exc!r}); documenting its idempotency_* class attributes instead."
         )
-        return Policy.build(
-            {name: getattr(type(view), f"idempotency_{name}") for name in OPTION_NAMES}
-        )
+        return Policy.build(type(view).idempotency_class_options())
 
 
 def _routed_view_function(path_regex: str) -> Callable[..., Any] | None:
