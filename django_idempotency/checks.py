@@ -13,9 +13,19 @@ from django.utils.module_loading import import_string
 
 from django_idempotency import checks_cache  # noqa: F401  (registers the cache checks)
 from django_idempotency.conf import DEFAULTS, idempotency_settings
-from django_idempotency.decorators import get_view_options
-from django_idempotency.middleware import HANDLED_BY_VIEW_ATTRIBUTE
-from django_idempotency.validation import OPTION_VALIDATORS, Validator, is_importable_callable
+from django_idempotency.decorators import (
+    HANDLED_BY_VIEW_ATTRIBUTE,
+    get_view_options,
+    is_drf_view,
+    is_exempt,
+    is_handled_by_middleware,
+)
+from django_idempotency.validation import (
+    OPTION_VALIDATORS,
+    SAFE_METHODS,
+    Validator,
+    is_importable_callable,
+)
 
 MIDDLEWARE_PATH = "django_idempotency.middleware.IdempotencyMiddleware"
 AUTHENTICATION_MIDDLEWARE_PATH = "django.contrib.auth.middleware.AuthenticationMiddleware"
@@ -142,8 +152,7 @@ def check_decorated_views(
         {
             f"{view.__module__}.{getattr(view, '__qualname__', view.__class__.__name__)}"
             for view in _views(get_resolver().url_patterns)
-            if get_view_options(view) is not None
-            and not getattr(view, HANDLED_BY_VIEW_ATTRIBUTE, False)
+            if get_view_options(view) is not None and is_handled_by_middleware(view)
         }
     )
     if not decorated:
@@ -156,6 +165,54 @@ def check_decorated_views(
             id="django_idempotency.E004",
         )
     ]
+
+
+@register(Tags.urls)
+def check_drf_views_without_mixin(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Warn about DRF views the middleware leaves alone because they lack the mixin (W002)."""
+    if MIDDLEWARE_PATH not in settings.MIDDLEWARE or not getattr(settings, "ROOT_URLCONF", None):
+        return []
+    try:
+        covered = idempotency_settings.METHODS - SAFE_METHODS
+    except Exception:  # a bad IDEMPOTENCY_METHODS is E001's to report
+        return []
+    unprotected = sorted(
+        {
+            f"{view.cls.__module__}.{view.cls.__qualname__}"  # type: ignore[attr-defined]
+            for view in _views(get_resolver().url_patterns)
+            if is_drf_view(view)
+            and not is_exempt(view)
+            and not getattr(view, HANDLED_BY_VIEW_ATTRIBUTE, False)
+            and _accepted_methods(view) & covered
+        }
+    )
+    if not unprotected:
+        return []
+    return [
+        Warning(
+            f"{len(unprotected)} DRF view(s) accept {' or '.join(sorted(covered))} without "
+            "IdempotencyMixin, so IdempotencyMiddleware leaves them alone and ignores their "
+            f"Idempotency-Key headers: {', '.join(unprotected)}.",
+            hint="Put IdempotencyMixin first among each view's bases, e.g. class "
+            "OrderViewSet(IdempotencyMixin, ModelViewSet): it scopes keys by the user DRF "
+            "authenticated, after DRF's permission checks. Mark views that need no keys "
+            "with @idempotency_exempt.",
+            id="django_idempotency.W002",
+        )
+    ]
+
+
+def _accepted_methods(view: Callable[..., Any]) -> set[str]:
+    """Return the HTTP methods a DRF view function answers."""
+    actions = getattr(view, "actions", None)  # a viewset routed by a router
+    if actions:
+        return {method.upper() for method in actions}
+    view_class = view.cls  # type: ignore[attr-defined]
+    return {
+        method.upper() for method in view_class.http_method_names if hasattr(view_class, method)
+    }
 
 
 def _views(patterns: Sequence[URLPattern | URLResolver]) -> Iterator[Callable[..., Any]]:

@@ -10,6 +10,8 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 OnConflict = Literal["reject", "wait"]
+#: How keyed requests without a principal are scoped (docs/behaviour.md, "Security model").
+AnonymousMode = Literal["session", "refuse", "shared"]
 
 DEFAULTS: dict[str, Any] = {
     "IDEMPOTENCY_STORAGE": "django_idempotency.storage.DatabaseStorage",
@@ -29,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "IDEMPOTENCY_ATOMIC": True,
     "IDEMPOTENCY_STORE_SERVER_ERRORS": True,
     "IDEMPOTENCY_FAIL_OPEN": False,
+    "IDEMPOTENCY_ANONYMOUS": "session",
     "IDEMPOTENCY_SCOPE": "django_idempotency.scopes.default_scope",
     "IDEMPOTENCY_FINGERPRINT": "django_idempotency.fingerprints.default_fingerprint",
 }
@@ -139,6 +142,10 @@ class IdempotencySettings:
     @property
     def FAIL_OPEN(self) -> bool:
         return bool(self._get("IDEMPOTENCY_FAIL_OPEN"))
+
+    @property
+    def ANONYMOUS(self) -> AnonymousMode:
+        return cast(AnonymousMode, self._get("IDEMPOTENCY_ANONYMOUS"))
 
     @property
     def SCOPE(self) -> Callable[..., str]:

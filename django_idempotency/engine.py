@@ -9,7 +9,6 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
@@ -25,6 +24,7 @@ from django_idempotency.exceptions import (
 from django_idempotency.keys import parse_key
 from django_idempotency.policy import Policy
 from django_idempotency.responses import is_storable, replay_response
+from django_idempotency.scopes import ANONYMOUS, resolve_anonymous
 from django_idempotency.signals import idempotency_failed_open, idempotency_replayed
 from django_idempotency.storage.base import (
     Claim,
@@ -69,11 +69,14 @@ def begin(request: HttpRequest, policy: Policy) -> Execution | HttpResponse | No
             raise IdempotencyKeyMissing
         return None
     key = parse_key(raw_key)
+    scope = policy.scope(request)
+    if scope == ANONYMOUS:
+        scope = resolve_anonymous(request, policy.anonymous)
+    scope = _bounded(scope, _MAX_SCOPE_LENGTH)
     try:
         fingerprint = _bounded(policy.fingerprint(request), _MAX_FINGERPRINT_LENGTH)
     except RequestDataTooBig as exc:
         raise IdempotencyRequestTooLarge from exc
-    scope = _bounded(policy.scope(request), _MAX_SCOPE_LENGTH)
     deadline = time.monotonic() + policy.wait_timeout.total_seconds()
     while True:
         try:
@@ -124,34 +127,89 @@ class _RollBack(Exception):
     """Thrown into the storage's atomic block to roll it back."""
 
 
+#: Statuses the view answers without having done anything that must not happen twice: the
+#: caller was refused (401, 403) or asked to come back (409, 429). Never stored (DESIGN §4),
+#: so a refused caller can never leave its answer behind for the key.
+_NOT_STORED_STATUSES = frozenset({401, 403, 409, 429})
+
+
 class Execution:
-    """A request that owns its key: open the transaction, then store or release the outcome."""
+    """A request that owns its key: open the transaction, then store or release the outcome.
+
+    Whatever happens between ``enter()`` and ``finish()`` or ``abort()``, the transaction is
+    closed and the key is left in a correct state: stored, released when nothing happened, or
+    kept in flight until its lease ends when the outcome is unknown.
+    """
 
     def __init__(self, policy: Policy, claim: Claim) -> None:
         self.policy = policy
         self.claim = claim
         self._atomic: AbstractContextManager[Any] | None = None
+        self._is_atomic = policy.is_atomic
+        self._settled = False
 
     def enter(self) -> None:
         """Open the transaction that the view and the stored response share."""
-        if self.policy.is_atomic:
-            atomic = self.policy.storage.atomic()
+        if not self._is_atomic:
+            return
+        atomic = self.policy.storage.atomic()
+        try:
             atomic.__enter__()
-            self._atomic = atomic
+        except Exception as exc:
+            # The view has not run: free the key, and answer as for any store failure.
+            self._settle(release=True)
+            raise IdempotencyStoreUnavailable(retry_after=self.policy.retry_after) from exc
+        self._atomic = atomic
 
     def finish(self, response: HttpResponseBase) -> HttpResponseBase:
         """Store or release according to the view's response, then close the transaction.
 
         Raise an ``IdempotencyError`` when the response cannot stand: the lease ended (the
-        view's writes were rolled back) or the store failed inside the transaction.
+        view's writes were rolled back) or the store failed inside the transaction. Any other
+        exception (a response that fails to render, say) is raised after the transaction is
+        rolled back and the key settled as for a view that raised.
         """
+        try:
+            return self._finish(response)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Roll back after the view raised; release the key, or keep its unknown outcome."""
+        self._close(commit=False)
+        if self._settled:
+            return
+        if self._is_atomic:
+            # The view's writes were rolled back: nothing happened, a retry may run.
+            self._settle(release=True)
+            return
+        # Without a shared transaction the view may have had effects (DESIGN §4).
+        self._settle(release=False)
+        if not self.policy.store_server_errors:
+            return  # kept in flight: the lease, not a retry, ends it
+        try:
+            self.policy.storage.complete(self.claim, _UNKNOWN_OUTCOME, ttl=self.policy.ttl)
+        except (OwnershipLost, StorageUnavailable):
+            logger.warning(
+                "Could not store the failed outcome of an idempotent request; "
+                "its key frees when its lease ends."
+            )
+
+    def _finish(self, response: HttpResponseBase) -> HttpResponseBase:
         render = getattr(response, "render", None)
         if callable(render) and not getattr(response, "is_rendered", True):
             render()
         status = response.status_code
-        if not self._is_outcome_known(status):
+        if status in _NOT_STORED_STATUSES:
             self._close(commit=False)
-            self._release()
+            self._settle(release=True)
+            return response
+        if status >= 500 and (self._is_atomic or not self.policy.store_server_errors):
+            # Inside the rolled-back transaction nothing happened; outside it the outcome is
+            # unknown, and the operator chose not to store it: the key waits out its lease.
+            self._close(commit=False)
+            self._settle(release=self._is_atomic)
             return response
         replayable = is_storable(response, self.policy.max_response_size)
         stored = self._to_stored(response, replayable)
@@ -161,31 +219,9 @@ class Execution:
             # the outcome; a success whose writes vanish is not, so the key is released.
             self._close(commit=False)
             if status < 400:
-                self._release()
+                self._settle(release=True)
                 return response
-            return self._complete(stored, replayable, response)
         return self._complete(stored, replayable, response)
-
-    def abort(self) -> None:
-        """Roll back after the view raised; release the key, or store an unknown outcome."""
-        atomic = self._atomic is not None
-        self._close(commit=False)
-        if atomic or not self.policy.store_server_errors:
-            self._release()
-            return
-        try:
-            self.policy.storage.complete(self.claim, _UNKNOWN_OUTCOME, ttl=self.policy.ttl)
-        except (OwnershipLost, StorageUnavailable):
-            logger.warning("Could not store the failed outcome of an idempotent request.")
-
-    def _is_outcome_known(self, status: int) -> bool:
-        # DESIGN §4: 409 and 429 from the view are transient; a 5xx inside the rolled-back
-        # transaction means nothing happened, outside it the outcome is unknown.
-        if status in (409, 429):
-            return False
-        if status >= 500:
-            return not self.policy.is_atomic and self.policy.store_server_errors
-        return True
 
     def _to_stored(self, response: HttpResponseBase, replayable: bool) -> StoredResponse:
         if not replayable:
@@ -206,26 +242,28 @@ class Execution:
                 self.claim, stored, ttl=self.policy.ttl, replayable=replayable
             )
         except OwnershipLost:
-            if self._atomic is None:
+            self._close(commit=False)
+            self._settled = True  # another request owns the key now
+            if not self._is_atomic:
                 # Without a shared transaction the view's effects are done; the client
                 # still gets its response, but a retry after the takeover may run again.
                 logger.warning("An idempotent request finished after its lease ended.")
                 return response
-            self._close(commit=False)
             raise IdempotencyLeaseExpired(retry_after=self.policy.retry_after) from None
         except StorageUnavailable:
-            if self._atomic is None:
+            if not self._is_atomic:
+                # The view's effects are done but not recorded: the key stays in flight
+                # until its lease ends, so no retry runs it again before then.
+                self._settle(release=False)
                 logger.error("Could not store the response of an idempotent request.")
                 return response
             self._close(commit=False)
-            self._release()
+            self._settle(release=True)
             raise IdempotencyStoreUnavailable(retry_after=self.policy.retry_after) from None
-        try:
-            self._close(commit=True)
-        except DatabaseError:
-            # The commit failed, so neither the view's writes nor the response were kept.
-            self._release()
-            raise
+        # A commit that fails raises here; finish() then rolls back and releases the key,
+        # since neither the view's writes nor the response were kept.
+        self._close(commit=True)
+        self._settled = True
         return response
 
     def _close(self, *, commit: bool) -> None:
@@ -237,7 +275,12 @@ class Execution:
         else:
             atomic.__exit__(_RollBack, _RollBack(), None)
 
-    def _release(self) -> None:
+    def _settle(self, *, release: bool) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        if not release:
+            return
         try:
             self.policy.storage.release(self.claim)
         except StorageUnavailable:

@@ -59,6 +59,18 @@ class IdempotencyKeyInvalid(IdempotencyError):
     )
 
 
+class IdempotencyKeyWithoutPrincipal(IdempotencyError):
+    # DESIGN §2.2: a key belongs to a principal; without one, a stored response could reach
+    # another caller. The request is refused rather than run unprotected.
+    status_code = 403
+    default_code = "idempotency_key_without_principal"
+    title = "Idempotency-Key sent without a known caller"
+    default_detail = (
+        "This endpoint keeps Idempotency-Keys per caller, and this request has none: "
+        "authenticate, or send the session cookie you were given."
+    )
+
+
 class IdempotencyKeyInProgress(IdempotencyError):
     # IETF draft §2.7: a retry while the original is still being processed is 409.
     status_code = 409

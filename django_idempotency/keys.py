@@ -14,6 +14,12 @@ def parse_key(raw: str) -> str:
         value = _unquote_sf_string(value)
     elif '"' in value or "\\" in value:
         raise IdempotencyKeyInvalid("The Idempotency-Key header has a stray quote or backslash.")
+    elif "," in value:
+        # Servers join repeated header lines with commas (RFC 9110 §5.3), so a bare comma
+        # means two keys were sent, or one that cannot be told from two: quote it instead.
+        raise IdempotencyKeyInvalid(
+            "The Idempotency-Key header holds more than one key (a comma outside quotes)."
+        )
     if not value:
         raise IdempotencyKeyInvalid("The Idempotency-Key header is empty.")
     if len(value) > MAX_KEY_LENGTH:

@@ -10,13 +10,11 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
 from django_idempotency import engine
-from django_idempotency.decorators import get_view_options, is_exempt
+from django_idempotency.decorators import get_view_options, is_handled_by_middleware
 from django_idempotency.exceptions import IdempotencyError
 from django_idempotency.policy import Policy
 from django_idempotency.responses import problem_response
 
-#: Set on a view function whose view class handles keys itself (the DRF mixin).
-HANDLED_BY_VIEW_ATTRIBUTE = "idempotency_handled_by_view"
 _EXECUTION_ATTRIBUTE = "_idempotency_execution"
 
 
@@ -63,7 +61,7 @@ class IdempotencyMiddleware:
         view_args: tuple[Any, ...],
         view_kwargs: dict[str, Any],
     ) -> HttpResponseBase | None:
-        if is_exempt(view_func) or getattr(view_func, HANDLED_BY_VIEW_ATTRIBUTE, False):
+        if not is_handled_by_middleware(view_func):
             return None
         policy = Policy.build(get_view_options(view_func))
         try:

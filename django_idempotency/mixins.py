@@ -13,13 +13,17 @@ from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from rest_framework import exceptions
 from rest_framework.request import Request
-from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from django_idempotency import engine
-from django_idempotency.conf import OnConflict, idempotency_settings, resolve_callable
+from django_idempotency.conf import (
+    AnonymousMode,
+    OnConflict,
+    idempotency_settings,
+    resolve_callable,
+)
+from django_idempotency.decorators import HANDLED_BY_VIEW_ATTRIBUTE
 from django_idempotency.exceptions import IdempotencyError
-from django_idempotency.middleware import HANDLED_BY_VIEW_ATTRIBUTE
 from django_idempotency.policy import OPTION_NAMES, Policy
 from django_idempotency.storage.base import Storage
 from django_idempotency.validation import SAFE_METHODS, validate_options
@@ -96,6 +100,7 @@ class IdempotencyMixin:
     idempotency_atomic: bool | None = None
     idempotency_store_server_errors: bool | None = None
     idempotency_fail_open: bool | None = None
+    idempotency_anonymous: AnonymousMode | None = None
     idempotency_scope: str | Callable[[HttpRequest], str] | None = None
     idempotency_fingerprint: str | Callable[[HttpRequest], str] | None = None
     idempotency_storage: str | Storage | None = None
@@ -206,17 +211,17 @@ class IdempotencyMixin:
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
         execution, self._idempotency_execution = self._idempotency_execution, None
-        if execution is not None:
-            if isinstance(response, Response):
-                response.render()
-            try:
-                return execution.finish(response)
-            except IdempotencyError as error:
-                # Rendered by the project's DRF exception handler, like every other error.
-                failure = self.handle_exception(IdempotencyAPIException(error))
-                return super().finalize_response(request, failure, *args, **kwargs)  # type: ignore[misc]
-        self._close_request_transaction(failed=False)
-        return response
+        if execution is None:
+            self._close_request_transaction(failed=False)
+            return response
+        try:
+            # finish() renders the response; if rendering (or anything else) fails, it rolls
+            # back and settles the key before the error goes on to Django's handler.
+            return execution.finish(response)
+        except IdempotencyError as error:
+            # Rendered by the project's DRF exception handler, like every other error.
+            failure = self.handle_exception(IdempotencyAPIException(error))
+            return super().finalize_response(request, failure, *args, **kwargs)  # type: ignore[misc]
 
     def _open_request_transaction(self, policy: Policy) -> None:
         # The view opted out of ATOMIC_REQUESTS on the claim's alias (see _NonAtomicFor);

@@ -16,6 +16,7 @@ from django.utils.module_loading import import_string
 from django_idempotency.conf import (
     DEFAULT_REPLAY_HEADERS,
     NEVER_REPLAYED_HEADERS,
+    AnonymousMode,
     OnConflict,
     idempotency_settings,
     resolve_callable,
@@ -47,6 +48,7 @@ class Policy:
     atomic: bool
     store_server_errors: bool
     fail_open: bool
+    anonymous: AnonymousMode
     scope: Callable[[HttpRequest], str]
     fingerprint: Callable[[HttpRequest], str]
 
@@ -112,6 +114,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "atomic": bool,
     "store_server_errors": bool,
     "fail_open": bool,
+    "anonymous": _unchanged,
     "scope": resolve_callable,
     "fingerprint": resolve_callable,
 }
@@ -142,6 +145,7 @@ def _settings_fields() -> dict[str, Any]:
         "atomic": s.ATOMIC,
         "store_server_errors": s.STORE_SERVER_ERRORS,
         "fail_open": s.FAIL_OPEN,
+        "anonymous": s.ANONYMOUS,
         "scope": s.SCOPE,
         "fingerprint": s.FINGERPRINT,
     }

@@ -3,22 +3,75 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from django.http import HttpRequest
 
+from django_idempotency.conf import AnonymousMode
+from django_idempotency.exceptions import IdempotencyKeyWithoutPrincipal
+
+#: The scope a scope function returns for a request without a principal; the policy's
+#: ``anonymous`` mode then decides what such a request gets (``resolve_anonymous``).
+ANONYMOUS = "anonymous"
+
 
 def default_scope(request: HttpRequest) -> str:
-    """Return the scope of the request's principal.
+    """Return the scope of the request's principal, or ``ANONYMOUS`` when it has none.
 
-    An authenticated user is scoped by model and primary key. A request that carries
-    credentials the current layer did not authenticate (say, a DRF token seen by the
-    middleware) is scoped by a hash of those credentials, so such users never share a
-    scope. Everything else shares the ``anonymous`` scope.
+    An authenticated user is scoped by model and primary key. A request that carries an
+    ``Authorization`` header the current layer did not authenticate (a plain view that reads
+    it itself) is scoped by a hash of it, so such callers never share a scope.
     """
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
-        return f"user:{user._meta.label_lower}:{user.pk}"
+        principal = _user_principal(user)
+        if principal is not None:
+            return principal
     credentials = request.headers.get("Authorization")
     if credentials:
-        return "credentials:" + hashlib.sha256(credentials.encode("latin-1", "replace")).hexdigest()
-    return "anonymous"
+        return "credentials:" + _digest(credentials)
+    return ANONYMOUS
+
+
+def resolve_anonymous(request: HttpRequest, mode: AnonymousMode) -> str:
+    """Return the scope of a keyed request without a principal, or refuse it.
+
+    ``session`` scopes it by its Django session, when it sends one that exists; ``shared``
+    puts every such request in one scope (an explicit opt-in); otherwise the request is
+    refused with ``IdempotencyKeyWithoutPrincipal``, never run unprotected.
+    """
+    if mode == "shared":
+        return ANONYMOUS
+    if mode == "session":
+        session_key = _existing_session_key(request)
+        if session_key is not None:
+            return "session:" + _digest(session_key)
+    raise IdempotencyKeyWithoutPrincipal
+
+
+def _user_principal(user: Any) -> str | None:
+    # A user without a primary key (a service principal some authentication class made up)
+    # cannot be told apart from another of its kind: it is no principal at all.
+    pk = getattr(user, "pk", None)
+    if pk is None:
+        return None
+    meta = getattr(user, "_meta", None)
+    label = (
+        meta.label_lower if meta is not None else f"{type(user).__module__}.{type(user).__name__}"
+    )
+    return f"user:{label}:{pk}"
+
+
+def _existing_session_key(request: HttpRequest) -> str | None:
+    session = getattr(request, "session", None)
+    if session is None or not session.session_key:
+        return None
+    # Loading the session drops a key that names no stored session, so a made-up cookie
+    # never becomes a scope. The key itself is never stored: the admin shows scopes.
+    session.keys()
+    key = session.session_key
+    return key if isinstance(key, str) and key else None
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("latin-1", "replace")).hexdigest()

@@ -79,6 +79,10 @@ OPTION_VALIDATORS: dict[str, Validator] = {
     "atomic": (_is_bool, "a bool"),
     "store_server_errors": (_is_bool, "a bool"),
     "fail_open": (_is_bool, "a bool"),
+    "anonymous": (
+        lambda v: v in ("session", "refuse", "shared"),
+        '"session", "refuse" or "shared"',
+    ),
     "scope": (is_callable_or_dotted_path, "a callable or the dotted path of one"),
     "fingerprint": (is_callable_or_dotted_path, "a callable or the dotted path of one"),
     "storage": (

@@ -53,11 +53,13 @@ def test_parse_key__returns_visible_ascii_or_raises_invalid(raw: str):
 
 
 @fuzz
-@given(key=st.from_regex(r"\A[!-~]{1,255}\Z").filter(lambda k: '"' not in k and "\\" not in k))
+@given(key=st.from_regex(r"\A[!-~]{1,255}\Z"))
 def test_parse_key__sf_string_quoting_round_trips(key: str):
     quoted = '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
-    assert parse_key(quoted) == parse_key(key) == key
+    assert parse_key(quoted) == key
+    if not set(key) & set('"\\,'):  # what a bare key may hold
+        assert parse_key(key) == key
 
 
 @fuzz

@@ -8,6 +8,7 @@ roll back: exactly one business write survives, the one of whoever completed.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -30,6 +31,10 @@ OWNER_SECONDS = 2.0
 # How long after the owner's view started the second request comes: past the lease.
 TAKEOVER_AFTER = LEASE + 0.2
 JOIN_SECONDS = 30.0
+# Every request comes from one caller, by Basic auth: DRF authenticates it, and the
+# middleware scopes a plain view's caller by the header's hash.
+CALLER = ("takeover", "pw")
+AUTHORIZATION = "Basic " + base64.b64encode(":".join(CALLER).encode()).decode()
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,11 @@ DRF_VIEWSET = EntryPoint("/api/orders/", {"item": "book"}, _patch_perform_create
 )
 def entry(request: pytest.FixtureRequest) -> EntryPoint:
     return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture(autouse=True)
+def caller(transactional_db: None, django_user_model: Any) -> None:
+    django_user_model.objects.create_user(CALLER[0], password=CALLER[1])
 
 
 @pytest.fixture
@@ -143,7 +153,7 @@ def post(entry: EntryPoint, key: str) -> Answer:
         entry.path,
         data=json.dumps(entry.payload),
         content_type="application/json",
-        headers={"Idempotency-Key": key},
+        headers={"Idempotency-Key": key, "Authorization": AUTHORIZATION},
     )
     return Answer.of(response)
 

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.urls import URLResolver, get_resolver, get_urlconf
 from drf_spectacular.drainage import warn
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import ComponentRegistry, ResolvedComponent
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter
 
-from django_idempotency.checks import MIDDLEWARE_PATH
-from django_idempotency.decorators import get_view_options, is_exempt
 from django_idempotency.exceptions import (
     IdempotencyError,
     IdempotencyKeyInProgress,
@@ -25,15 +19,15 @@ from django_idempotency.exceptions import (
     IdempotencyKeyMismatch,
     IdempotencyKeyMissing,
     IdempotencyKeyNotReplayable,
+    IdempotencyKeyWithoutPrincipal,
     IdempotencyLeaseExpired,
     IdempotencyRequestTooLarge,
     IdempotencyStoreUnavailable,
 )
 from django_idempotency.keys import MAX_KEY_LENGTH
-from django_idempotency.middleware import HANDLED_BY_VIEW_ATTRIBUTE
 from django_idempotency.mixins import IdempotencyMixin
 from django_idempotency.policy import Policy
-from django_idempotency.responses import PROBLEM_CONTENT_TYPE, REPLAYED_HEADER, problem_response
+from django_idempotency.responses import REPLAYED_HEADER
 
 #: Component schema of the RFC 9457 problem documents the middleware and decorator answer with.
 PROBLEM_COMPONENT = "IdempotencyProblem"
@@ -41,11 +35,12 @@ PROBLEM_COMPONENT = "IdempotencyProblem"
 ERROR_DETAIL_COMPONENT = "IdempotencyErrorDetail"
 
 _KEY_CHARACTER = r"[!#-\[\]-~]"  # visible ASCII (0x21-0x7E) but '"' and '\'
+_BARE_KEY_CHARACTER = r"[!#-+\--\[\]-~]"  # and no ',': it joins repeated header lines
 #: What ``keys.parse_key`` accepts: a bare key, or an RFC 8941 sf-string holding one, 1 to 255
 #: visible ASCII characters after unquoting. The length is in the pattern, not in
 #: ``maxLength``: a quoted key is longer on the wire than the key it holds.
 KEY_PATTERN = (
-    rf"^(?:{_KEY_CHARACTER}{{1,{MAX_KEY_LENGTH}}}"
+    rf"^(?:{_BARE_KEY_CHARACTER}{{1,{MAX_KEY_LENGTH}}}"
     rf'|"(?:{_KEY_CHARACTER}|\\["\\]){{1,{MAX_KEY_LENGTH}}}")$'
 )
 _KEY_EXAMPLE = "8e03978e-40d5-43e8-bc93-6894a57f9324"
@@ -63,9 +58,6 @@ class _Protection:
     """Who protects an operation, and with which policy."""
 
     policy: Policy
-    # The mixin's errors go through the project's DRF exception handler; the middleware's
-    # are problem documents.
-    by_mixin: bool
 
 
 class IdempotencyAutoSchema(AutoSchema):
@@ -109,18 +101,11 @@ class IdempotencyAutoSchema(AutoSchema):
         return _component_ref(self.registry, PROBLEM_COMPONENT, _problem_schema())
 
     def _find_protection(self, method: str, path_regex: str) -> _Protection | None:
-        if isinstance(self.view, IdempotencyMixin):
-            protection = _Protection(_mixin_policy(self.view), by_mixin=True)
-        elif MIDDLEWARE_PATH in settings.MIDDLEWARE:
-            # The middleware reads the view function the URLconf routes to; without one
-            # (the schema's URLconf is not the one requests are served from), dispatch()
-            # holds what as_view() copies onto every view function (method_decorator).
-            view_function = _routed_view_function(path_regex) or self.view.dispatch
-            if is_exempt(view_function) or getattr(view_function, HANDLED_BY_VIEW_ATTRIBUTE, False):
-                return None
-            protection = _Protection(Policy.build(get_view_options(view_function)), by_mixin=False)
-        else:
+        # Only the mixin protects DRF views: the middleware leaves every other DRF view
+        # alone (decorators.is_handled_by_middleware), so their keys are not documented.
+        if not isinstance(self.view, IdempotencyMixin):
             return None
+        protection = _Protection(_mixin_policy(self.view))
         # DESIGN §3: safe methods are never covered, whatever a policy lists.
         return protection if protection.policy.covers(method) else None
 
@@ -144,24 +129,10 @@ class IdempotencyAutoSchema(AutoSchema):
     def _error_response(
         self, errors: list[IdempotencyError], protection: _Protection
     ) -> dict[str, Any]:
-        if protection.by_mixin:
-            schema = self.get_idempotency_error_schema()
-            content = {
-                media_type: {"schema": schema} for media_type in self.map_renderers("media_type")
-            }
-        else:
-            content = {
-                PROBLEM_CONTENT_TYPE: {
-                    "schema": self.get_idempotency_problem_schema(),
-                    "examples": {
-                        error.default_code: {
-                            "summary": error.title,
-                            "value": json.loads(problem_response(error).content),
-                        }
-                        for error in errors
-                    },
-                }
-            }
+        schema = self.get_idempotency_error_schema()
+        content = {
+            media_type: {"schema": schema} for media_type in self.map_renderers("media_type")
+        }
         lines = [f"- `{error.default_code}`: {error.title}." for error in errors]
         response: dict[str, Any] = {
             "content": content,
@@ -187,34 +158,14 @@ def _mixin_policy(view: IdempotencyMixin) -> Policy:
         return Policy.build(type(view).idempotency_class_options())
 
 
-def _routed_view_function(path_regex: str) -> Callable[..., Any] | None:
-    """Return the view function that requests to ``path_regex`` reach, as the middleware sees it."""
-    return _view_functions(get_resolver(get_urlconf())).get(path_regex)
-
-
-@functools.lru_cache(maxsize=8)
-def _view_functions(resolver: URLResolver) -> dict[str, Callable[..., Any]]:
-    """Map each route's regex, joined as drf-spectacular joins it, to its view function."""
-    found: dict[str, Callable[..., Any]] = {}
-
-    def collect(patterns: list[Any], prefix: str) -> None:
-        for pattern in patterns:
-            regex = prefix + str(pattern.pattern)
-            if isinstance(pattern, URLResolver):
-                collect(pattern.url_patterns, regex)
-            else:
-                found.setdefault(regex, pattern.callback)  # the first route matches first
-
-    collect(resolver.url_patterns, "")
-    return found
-
-
 def _possible_errors(policy: Policy) -> list[IdempotencyError]:
     """Return the errors the app may answer an operation under ``policy`` with."""
     kinds: list[type[IdempotencyError]] = []
     if policy.required:
         kinds.append(IdempotencyKeyMissing)
     kinds += [IdempotencyKeyInvalid, IdempotencyKeyInProgress, IdempotencyKeyNotReplayable]
+    if policy.anonymous != "shared":
+        kinds.append(IdempotencyKeyWithoutPrincipal)
     kinds.append(IdempotencyKeyMismatch)
     if policy.is_atomic:
         # Without a shared transaction an owner past its lease sends the view's response.

@@ -9,7 +9,8 @@ from typing import Any
 from django.db import transaction
 from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from rest_framework import serializers, viewsets
+from rest_framework import authentication, exceptions, permissions, serializers, viewsets
+from rest_framework.authtoken.models import Token
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -90,6 +91,14 @@ def decorated_wait(request: HttpRequest) -> HttpResponse:
     return behave(payload, _label(request, payload))
 
 
+@csrf_exempt
+@idempotent(required=True, anonymous="shared")
+def decorated_shared_anonymous(request: HttpRequest) -> HttpResponse:
+    """A sign-up form's API, say, where anonymous callers knowingly share one scope."""
+    payload = _payload(request)
+    return behave(payload, _label(request, payload))
+
+
 @idempotent(required=True)
 def form_behave(request: HttpRequest) -> HttpResponse:
     """A form view under CSRF protection: the CSRF check reads the multipart body first."""
@@ -120,6 +129,9 @@ class DRFBehaveView(IdempotencyMixin, APIView):
         if payload.get("validation_error"):
             Execution.objects.create(label=_label(request, payload))
             raise serializers.ValidationError({"item": ["bad"]})
+        if payload.get("unrenderable"):
+            Execution.objects.create(label=_label(request, payload))
+            return Response({"oops": object()}, status=201)  # JSONRenderer fails on it
         return behave(payload, _label(request, payload))
 
     patch = post
@@ -133,6 +145,11 @@ class DRFRequiredView(DRFBehaveView):
     idempotency_required = True
 
 
+class DRFSharedAnonymousView(DRFBehaveView):
+    idempotency_required = True
+    idempotency_anonymous = "shared"
+
+
 class DRFWaitView(DRFBehaveView):
     idempotency_required = True
     idempotency_on_conflict = "wait"
@@ -140,7 +157,7 @@ class DRFWaitView(DRFBehaveView):
 
 
 class DRFWithoutMixinView(APIView):
-    """A DRF view without the mixin: the middleware scopes it by credentials."""
+    """A DRF view without the mixin: the middleware leaves it alone."""
 
     def post(self, request: Request) -> HttpResponse:
         payload = dict(request.data) if isinstance(request.data, dict) else {}
@@ -167,3 +184,44 @@ class OrderViewSet(IdempotencyMixin, viewsets.ModelViewSet):
         response = super().create(request, *args, **kwargs)
         response["Location"] = f"/api/orders/{response.data['id']}/"
         return response
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """Authenticate by a DRF token sent in ``X-Api-Key``, as many APIs do."""
+
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        return _token_user(request.headers.get("X-Api-Key"))
+
+
+class CookieTokenAuthentication(authentication.BaseAuthentication):
+    """Authenticate by a DRF token kept in an ``api_token`` cookie."""
+
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        return _token_user(request.COOKIES.get("api_token"))
+
+
+def _token_user(key: str | None) -> tuple[Any, Any] | None:
+    if not key:
+        return None
+    token = Token.objects.select_related("user").filter(key=key).first()
+    if token is None:
+        raise exceptions.AuthenticationFailed("Unknown API key.")
+    return token.user, token
+
+
+class ApiKeyWithoutMixinView(APIView):
+    """A payments-like DRF view whose callers send an API key header or cookie; no mixin."""
+
+    authentication_classes = [ApiKeyAuthentication, CookieTokenAuthentication]
+    permission_classes = [permissions.IsAuthenticated]
+
+    def post(self, request: Request) -> HttpResponse:
+        payload = dict(request.data) if isinstance(request.data, dict) else {}
+        # The caller's name is in the label, so the body says whose response it is.
+        return behave(payload, f"{_label(request, payload)}@{request.user.get_username()}")
+
+
+class ApiKeyView(IdempotencyMixin, ApiKeyWithoutMixinView):
+    """The same view protected by the mixin, after DRF authenticated the caller."""
+
+    idempotency_required = True

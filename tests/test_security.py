@@ -1,0 +1,222 @@
+"""The security model (docs/behaviour.md): no caller receives, blocks or poisons another's record.
+
+Each test plays an attacker who knows or guesses another caller's key, through every entry
+point and on both storages: the attacker gets exactly what a fresh key would give them.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.test import Client, override_settings
+from rest_framework.authtoken.models import Token
+
+from django_idempotency.exceptions import IdempotencyKeyWithoutPrincipal
+from tests.factories import UserFactory
+from tests.records import stored_records
+from tests.testapp.models import Execution
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+#: Entry points that anonymous callers can reach (the DRF view allows anyone).
+ENTRY_POINTS = {
+    "mixin": "/drf/behave/",
+    "middleware": "/plain/behave/",
+    "decorator": "/decorated/behave/",
+}
+WITHOUT_PRINCIPAL = IdempotencyKeyWithoutPrincipal.default_code
+
+
+@pytest.fixture(params=list(ENTRY_POINTS))
+def url(request: pytest.FixtureRequest, storage_backend: str) -> str:
+    return ENTRY_POINTS[request.param]
+
+
+def post(client: Client, url: str, key: str, payload: dict[str, Any], **headers: str) -> Any:
+    return client.post(
+        url,
+        json.dumps(payload),
+        content_type="application/json",
+        headers={"Idempotency-Key": key, **headers},
+    )
+
+
+def error_code(response: Any) -> str | None:
+    """The problem's code, from a problem document or the mixin's DRF error body."""
+    body = response.json()
+    if "code" in body:
+        return str(body["code"])
+    detail = body.get("detail")
+    for kind in (IdempotencyKeyWithoutPrincipal,):
+        if detail == kind.default_detail:
+            return kind.default_code
+    return None
+
+
+def executions(label: str) -> int:
+    return Execution.objects.filter(label__startswith=label).count()
+
+
+def with_session() -> Client:
+    """An anonymous browser that holds a Django session, as after visiting a shop's pages."""
+    client = Client()
+    client.session  # noqa: B018  (creates and saves the session, and sets its cookie)
+    return client
+
+
+# Anonymous callers (issue 7, item 2)
+
+
+def test_anonymous__without_a_session_is_refused_and_nothing_runs(url: str):
+    label = f"guest-{uuid.uuid4()}"
+
+    response = post(Client(), url, "k", {"label": label})
+
+    assert response.status_code == 403
+    assert error_code(response) == WITHOUT_PRINCIPAL
+    assert executions(label) == 0
+    assert stored_records() == []
+
+
+def test_anonymous__with_a_session_is_protected_in_its_own_scope(url: str):
+    label = f"guest-{uuid.uuid4()}"
+    alice, mallory = with_session(), with_session()
+
+    for_alice = post(alice, url, "k", {"label": label})
+    for_mallory = post(mallory, url, "k", {"label": label})
+    alice_retry = post(alice, url, "k", {"label": label})
+    mallory_other = post(mallory, url, "k", {"label": "something else"})
+
+    assert (for_alice.status_code, for_mallory.status_code) == (201, 201)
+    assert "Idempotent-Replayed" not in for_mallory  # a fresh run, not Alice's body
+    assert alice_retry["Idempotent-Replayed"] == "true"
+    assert alice_retry.content == for_alice.content
+    assert mallory_other.status_code == 422  # against Mallory's own record only
+    assert executions(label) == 2
+    # The session key itself is never stored: the admin shows scopes.
+    for scope, _key, _state in stored_records():
+        assert scope.startswith("session:")
+        assert alice.session.session_key not in scope
+
+
+def test_anonymous__a_made_up_session_cookie_is_no_session(url: str):
+    client = Client()
+    client.cookies["sessionid"] = "x" * 32
+
+    response = post(client, url, "k", {"label": "guest"})
+
+    assert response.status_code == 403
+    assert error_code(response) == WITHOUT_PRINCIPAL
+
+
+def test_anonymous__refuse_mode_refuses_even_with_a_session(url: str):
+    with override_settings(IDEMPOTENCY_ANONYMOUS="refuse"):
+        response = post(with_session(), url, "k", {"label": "guest"})
+
+    assert response.status_code == 403
+    assert error_code(response) == WITHOUT_PRINCIPAL
+
+
+def test_anonymous__shared_scope_is_an_explicit_opt_in(url: str):
+    label = f"guest-{uuid.uuid4()}"
+    with override_settings(IDEMPOTENCY_ANONYMOUS="shared"):
+        first = post(Client(), url, "k", {"label": label})
+        second = post(Client(), url, "k", {"label": label})
+
+    assert first.status_code == 201
+    assert second["Idempotent-Replayed"] == "true"
+    assert [scope for scope, _key, _state in stored_records()] == ["anonymous"]
+
+
+@pytest.mark.parametrize("url", ["/decorated/shared-anonymous/", "/drf/shared-anonymous/"])
+def test_anonymous__shared_scope_per_view(url: str):
+    first = post(Client(), url, "k", {"label": "signup"})
+    second = post(Client(), url, "k", {"label": "signup"})
+
+    assert first.status_code == 201
+    assert second["Idempotent-Replayed"] == "true"
+
+
+def test_anonymous__without_a_key_runs_as_usual(url: str):
+    response = Client().post(url, "{}", content_type="application/json")
+
+    assert response.status_code in (201, 400)  # 400 where the key is required
+    assert stored_records() == []
+
+
+# DRF views whose authentication the middleware cannot see (issue 7, item 1)
+
+
+@pytest.fixture
+def api_keys() -> dict[str, str]:
+    return {name: Token.objects.create(user=UserFactory(username=name)).key for name in "ab"}
+
+
+CREDENTIALS: dict[str, Callable[[Client, str], dict[str, str]]] = {
+    "header": lambda client, key: {"X-Api-Key": key},
+    "cookie": lambda client, key: (client.cookies.load({"api_token": key}), {})[1],
+}
+
+
+@pytest.mark.parametrize("how", list(CREDENTIALS))
+def test_drf_view_without_mixin__the_middleware_never_answers_for_it(
+    how: str, api_keys: dict[str, str], storage_backend: str
+):
+    url, label = "/drf-without-mixin/api-key/", f"charge-{uuid.uuid4()}"
+    alice, bob, nobody = Client(), Client(), Client()
+
+    for_alice = post(alice, url, "k", {"label": label}, **CREDENTIALS[how](alice, api_keys["a"]))
+    for_bob = post(bob, url, "k", {"label": label}, **CREDENTIALS[how](bob, api_keys["b"]))
+    for_nobody = post(nobody, url, "k", {"label": label})
+
+    assert (for_alice.status_code, for_bob.status_code) == (201, 201)
+    assert json.loads(for_bob.content)["label"].endswith("@b")  # Bob's own run
+    assert for_nobody.status_code == 403  # refused by the view's own permission check
+    assert "Idempotent-Replayed" not in for_nobody
+    assert stored_records() == []
+
+
+@pytest.mark.parametrize("how", list(CREDENTIALS))
+def test_drf_view_with_mixin__scopes_by_the_user_drf_authenticated(
+    how: str, api_keys: dict[str, str], storage_backend: str
+):
+    url, label = "/drf/api-key/", f"charge-{uuid.uuid4()}"
+    alice, bob, nobody = Client(), Client(), Client()
+    as_alice = CREDENTIALS[how](alice, api_keys["a"])
+    as_bob = CREDENTIALS[how](bob, api_keys["b"])
+
+    # The attacker goes first, to poison the key; then both users pay.
+    for_nobody = post(nobody, url, "k", {"label": label})
+    for_alice = post(alice, url, "k", {"label": label}, **as_alice)
+    for_bob = post(bob, url, "k", {"label": label}, **as_bob)
+    alice_retry = post(alice, url, "k", {"label": label}, **as_alice)
+    nobody_again = post(nobody, url, "k", {"label": label})
+
+    assert for_nobody.status_code == nobody_again.status_code == 403
+    assert "Idempotent-Replayed" not in nobody_again
+    assert (for_alice.status_code, for_bob.status_code) == (201, 201)
+    assert "Idempotent-Replayed" not in for_bob
+    assert json.loads(for_bob.content)["label"].endswith("@b")
+    assert alice_retry["Idempotent-Replayed"] == "true"
+    assert alice_retry.content == for_alice.content
+    assert executions(label) == 2
+
+
+# Refused requests never store a response (issue 7, item 1: poisoning)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused__a_401_or_403_from_the_view_is_not_stored(url: str, status: int):
+    client = Client()
+    client.force_login(UserFactory())
+    label = f"refused-{uuid.uuid4()}"
+
+    refused = post(client, url, "k", {"label": label, "status": status})
+    allowed = post(client, url, "k", {"label": label})
+
+    assert refused.status_code == status
+    assert (allowed.status_code, "Idempotent-Replayed" in allowed) == (201, False)

@@ -1,0 +1,167 @@
+"""After any failure between the claim and the stored response, the worker serves on (issue 7).
+
+A view, its renderer, a signal receiver or another middleware fails: that request gets a
+500, the transaction is closed, the key is left correct (released when the view's writes
+rolled back, kept when its outcome is unknown), and the next requests on the same thread
+and connection succeed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.models.signals import post_save
+from django.test import Client, override_settings
+
+from django_idempotency.signals import idempotency_replayed
+from tests.factories import UserFactory
+from tests.records import stored_records
+from tests.settings import MIDDLEWARE
+from tests.testapp.models import Execution
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ENTRY_POINTS = {
+    "mixin": "/drf/required/",
+    "middleware": "/plain/behave/",
+    "decorator": "/decorated/behave/",
+}
+
+
+@pytest.fixture(params=list(ENTRY_POINTS))
+def url(request: pytest.FixtureRequest, storage_backend: str, settings: Any) -> str:
+    settings.IDEMPOTENCY_REQUIRED = True
+    return ENTRY_POINTS[request.param]
+
+
+@pytest.fixture
+def client() -> Client:
+    client = Client(raise_request_exception=False)
+    client.force_login(UserFactory())
+    return client
+
+
+def post(client: Client, url: str, payload: dict[str, Any], key: str) -> Any:
+    return client.post(
+        url, json.dumps(payload), content_type="application/json", headers={"Idempotency-Key": key}
+    )
+
+
+def assert_worker_serves_on(client: Client, url: str) -> None:
+    """The connection left no transaction open, and new requests of every kind succeed."""
+    assert not connection.in_atomic_block
+    assert client.get("/drf/behave/").status_code == 200
+    label = f"after-{uuid.uuid4()}"
+    fresh = post(client, url, {"label": label}, key=f"k-{uuid.uuid4()}")
+    assert fresh.status_code == 201, fresh.content
+    assert Execution.objects.filter(label=label).count() == 1
+
+
+def is_rolled_back_and_released(storage_backend: str) -> bool:
+    """Whether a failed run's writes vanished and its key was freed (DatabaseStorage)."""
+    return storage_backend == "database"
+
+
+def test_render_error__in_a_mixin_response_leaves_the_worker_serving(
+    client: Client, storage_backend: str
+):
+    url, label = "/drf/required/", f"render-{uuid.uuid4()}"
+
+    failed = post(client, url, {"label": label, "unrenderable": True}, key="k")
+
+    assert failed.status_code == 500
+    assert_worker_serves_on(client, url)
+    retry = post(client, url, {"label": label, "unrenderable": True}, key="k")
+    if is_rolled_back_and_released(storage_backend):
+        assert Execution.objects.filter(label=label).count() == 0
+        assert retry.status_code == 500  # it ran again, and failed again, rolled back
+    else:
+        # Without a shared transaction the first run's effects stand: never run again.
+        assert Execution.objects.filter(label=label).count() == 1
+        assert retry["Idempotent-Replayed"] == "true"
+
+
+def test_exception__in_the_view_leaves_the_worker_serving(client: Client, url: str):
+    failed = post(client, url, {"label": "boom", "raise": True}, key="k")
+
+    assert failed.status_code == 500
+    assert_worker_serves_on(client, url)
+
+
+@pytest.fixture
+def failing_receiver() -> Iterator[Callable[..., None]]:
+    def receiver(**kwargs: Any) -> None:
+        raise RuntimeError("a receiver failed")
+
+    yield receiver
+    post_save.disconnect(receiver, sender=Execution)
+    idempotency_replayed.disconnect(receiver)
+
+
+def test_signal_receiver__failing_inside_the_view_leaves_the_worker_serving(
+    client: Client, url: str, failing_receiver: Callable[..., None]
+):
+    post_save.connect(failing_receiver, sender=Execution)
+    failed = post(client, url, {"label": "signal"}, key="k")
+    post_save.disconnect(failing_receiver, sender=Execution)
+
+    assert failed.status_code == 500
+    assert_worker_serves_on(client, url)
+
+
+def test_signal_receiver__failing_on_replay_leaves_the_worker_serving(
+    client: Client, url: str, failing_receiver: Callable[..., None]
+):
+    first = post(client, url, {"label": "replayed"}, key="k")
+    idempotency_replayed.connect(failing_receiver)
+    failed = post(client, url, {"label": "replayed"}, key="k")
+    idempotency_replayed.disconnect(failing_receiver)
+
+    assert first.status_code == 201
+    assert failed.status_code == 500
+    assert_worker_serves_on(client, url)
+    assert post(client, url, {"label": "replayed"}, key="k").content == first.content
+
+
+def failing_middleware(get_response: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A middleware inside the idempotency middleware that fails on the way out."""
+
+    def middleware(request: Any) -> Any:
+        response = get_response(request)
+        if request.headers.get("X-Fail-After-View"):
+            raise RuntimeError("a middleware failed")
+        return response
+
+    return middleware
+
+
+def test_inner_middleware__failing_after_the_view_leaves_the_worker_serving(
+    client: Client, url: str, storage_backend: str
+):
+    label = f"inner-{uuid.uuid4()}"
+    with override_settings(MIDDLEWARE=[*MIDDLEWARE, f"{__name__}.failing_middleware"]):
+        failed = client.post(
+            url,
+            json.dumps({"label": label}),
+            content_type="application/json",
+            headers={"Idempotency-Key": "k", "X-Fail-After-View": "1"},
+        )
+        assert failed.status_code == 500
+        assert_worker_serves_on(client, url)
+
+
+def test_store__never_keeps_a_failed_run_half_written(
+    client: Client, url: str, storage_backend: str
+):
+    post(client, url, {"label": "half", "raise": True}, key="k")
+
+    states = {state for _scope, key, state in stored_records() if key == "k"}
+    if is_rolled_back_and_released(storage_backend):
+        assert states == set()  # released: a retry runs again
+    else:
+        assert states == {"completed"}  # the unknown outcome is stored (DESIGN §4)
