@@ -332,6 +332,10 @@ def run_child(args: argparse.Namespace) -> int:
             "CONTENT_TYPE": "application/json",
             "CONTENT_LENGTH": str(len(body)),
             "HTTP_ACCEPT": "application/json",
+            # A caller the middleware can tell apart: keyed requests without a principal
+            # are refused (docs/behaviour.md, "Security model"). DRF authenticates nothing
+            # here, so the mixin scopes by this header's hash too.
+            "HTTP_AUTHORIZATION": "Bearer bench-caller",
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "http",
             "wsgi.input": io.BytesIO(body),

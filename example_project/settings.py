@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
     "django_idempotency",
     "example_project.shop",
 ]
@@ -95,11 +96,14 @@ else:
     raise RuntimeError(f"EXAMPLE_DATABASE must be sqlite or postgres, not {EXAMPLE_DATABASE!r}")
 
 REST_FRAMEWORK: dict[str, Any] = {
+    # A payments API knows its callers: each key belongs to the user who sent it, and a
+    # request without credentials is refused before any key is looked at.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.BasicAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 # With the openapi extra (drf-spectacular) installed, /api/schema/ serves the OpenAPI schema,

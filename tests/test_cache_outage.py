@@ -34,8 +34,10 @@ def closed_port() -> Iterator[None]:
 
 
 def post(url: str, payload: dict[str, Any], key: str) -> Any:
+    # One caller throughout, known to every entry point by the header's hash.
+    headers = {"Idempotency-Key": key, "Authorization": "Bearer outage-caller"}
     return Client(raise_request_exception=False).post(
-        url, json.dumps(payload), content_type="application/json", headers={"Idempotency-Key": key}
+        url, json.dumps(payload), content_type="application/json", headers=headers
     )
 
 

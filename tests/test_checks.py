@@ -17,7 +17,51 @@ def ids(**kwargs: Any) -> list[str]:
 
 
 def test_checks__pass_on_the_test_settings():
-    assert [m for m in run_checks() if m.id and m.id.startswith("django_idempotency")] == []
+    messages = [m for m in run_checks() if m.id and m.id.startswith("django_idempotency")]
+
+    # The test app keeps two DRF views without the mixin on purpose, to prove they are left alone.
+    assert [m.id for m in messages] == ["django_idempotency.W002"]
+    assert "tests.testapp.views.DRFWithoutMixinView" in messages[0].msg
+    assert "tests.testapp.views.ApiKeyWithoutMixinView" in messages[0].msg
+
+
+def test_drf_views_without_mixin__are_named_unless_exempt_or_read_only():
+    from django.urls import path
+    from rest_framework import viewsets
+    from rest_framework.views import APIView
+
+    from django_idempotency.decorators import idempotency_exempt
+    from tests.testapp import views
+
+    class ReadOnly(APIView):
+        def get(self, request: Any) -> Any: ...
+
+    class Catalogue(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
+        queryset = views.Order.objects.all()
+
+    urlconf = type(
+        "urlconf",
+        (),
+        {
+            "urlpatterns": [
+                path("a/", views.DRFWithoutMixinView.as_view()),
+                path("b/", idempotency_exempt(views.ApiKeyWithoutMixinView.as_view())),
+                path("c/", ReadOnly.as_view()),
+                path("d/", Catalogue.as_view({"get": "list"})),
+                path("e/", views.DRFRequiredView.as_view()),
+                path("f/", views.OrderViewSet.as_view({"post": "create"})),
+            ]
+        },
+    )
+    with override_settings(ROOT_URLCONF=urlconf):
+        warnings = [m for m in run_checks() if m.id == "django_idempotency.W002"]
+    with override_settings(ROOT_URLCONF=urlconf, MIDDLEWARE=[]):
+        without_middleware = [m for m in run_checks() if m.id == "django_idempotency.W002"]
+
+    assert len(warnings) == 1
+    assert "1 DRF view(s)" in warnings[0].msg
+    assert "tests.testapp.views.DRFWithoutMixinView" in warnings[0].msg
+    assert without_middleware == []
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,11 @@ from django.db import connection
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
-from django_idempotency.exceptions import IdempotencyKeyInProgress, IdempotencyKeyMismatch
+from django_idempotency.exceptions import (
+    IdempotencyKeyInProgress,
+    IdempotencyKeyMismatch,
+    IdempotencyKeyWithoutPrincipal,
+)
 from tests.factories import UserFactory
 from tests.testapp import views
 from tests.testapp.models import Execution
@@ -193,11 +197,22 @@ def test_scope__another_users_in_flight_key_never_causes_a_409(
 def test_scope__an_anonymous_client_never_receives_a_users_response(storage_backend: str) -> None:
     alice = Principal("/decorated/behave/", _session)
     anonymous = Principal("/decorated/behave/", lambda _: {})
+    guest = Principal("/decorated/behave/", _anonymous_session)
     key, payload = f"key-{uuid.uuid4()}", {"label": f"pay-{uuid.uuid4()}"}
 
     for_alice = alice.post(key, payload)
     for_anonymous = anonymous.post(key, payload)
+    for_guest = guest.post(key, payload)
 
-    assert (for_anonymous.status, for_anonymous.replayed) == (201, False)
-    assert for_anonymous.body != for_alice.body
+    assert (for_anonymous.status, for_anonymous.error()) == (
+        403,
+        IdempotencyKeyWithoutPrincipal.default_code,
+    )
+    assert (for_guest.status, for_guest.replayed) == (201, False)
+    assert for_guest.body != for_alice.body
     assert Execution.objects.filter(label=payload["label"]).count() == 2
+
+
+def _anonymous_session(client: Client) -> dict[str, str]:
+    client.session  # noqa: B018  (an anonymous browser with a session)
+    return {}

@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 from rest_framework import viewsets
+from rest_framework.authtoken.models import Token
 
 from django_idempotency.decorators import idempotent
 from django_idempotency.mixins import IdempotencyMixin
@@ -51,11 +52,23 @@ def payment_as_dict(payment: Payment) -> dict[str, Any]:
     }
 
 
+def token_user(request: HttpRequest) -> Any:
+    """Return the user whose API token the ``Authorization: Token …`` header carries, or None."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    if scheme != "Token" or not key:
+        return None
+    token = Token.objects.select_related("user").filter(key=key).first()
+    return token.user if token is not None else None
+
+
 @csrf_exempt  # an API called with an Idempotency-Key, not a browser form
-@idempotent(required=True)
+@idempotent(required=True)  # keys are scoped by the Authorization header's hash
 @require_POST
 def create_payment(request: HttpRequest) -> JsonResponse:
     """Record a payment for an order from ``{"order": id, "amount": "9.99"}``."""
+    if token_user(request) is None:
+        # Refusals are never stored: the caller may retry the same key with credentials.
+        return JsonResponse({"detail": "Send Authorization: Token <your API token>."}, status=401)
     try:
         data = json.loads(request.body)
         order = Order.objects.filter(pk=int(data["order"])).first()

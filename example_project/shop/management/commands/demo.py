@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
+from rest_framework.authtoken.models import Token
 
 from example_project.shop.models import Order
 
@@ -53,11 +55,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def request(port: int, method: str, path: str, body: bytes = b"", key: str | None = None) -> Reply:
-    """Send one request on a fresh connection and read the whole reply."""
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    key: str | None = None,
+    token: str | None = None,
+) -> Reply:
+    """Send one request on a fresh connection, as the holder of ``token``; read the reply."""
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if key is not None:
         headers["Idempotency-Key"] = key
+    if token is not None:
+        headers["Authorization"] = f"Token {token}"
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         conn.request(method, path, body=body, headers=headers)
@@ -81,7 +92,8 @@ def encode(payload: dict[str, Any]) -> bytes:
 class Command(BaseCommand):
     help = (
         "Start the example API with runserver on a free port and show a first request, "
-        "a replayed retry, a concurrent burst that executes once, and a mismatch (422)."
+        "a replayed retry, a concurrent burst that executes once, a mismatch (422), and "
+        "that no customer ever gets another's response."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -92,6 +104,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
+        # Two customers of the shop, each with an API token.
+        self.tokens = {name: self.api_token(name) for name in ("alice", "bob")}
         port: int = options["port"] or free_port()
         self.failures: list[str] = []
         with tempfile.TemporaryFile() as log:
@@ -111,6 +125,12 @@ class Command(BaseCommand):
                 f"{len(self.failures)} expectation(s) failed: " + "; ".join(self.failures)
             )
         self.stdout.write(self.style.SUCCESS("\nEvery expectation held."))
+
+    def api_token(self, username: str) -> str:
+        """Return the API token of a demo customer, creating both when needed."""
+        user, _ = get_user_model().objects.get_or_create(username=username)
+        token, _ = Token.objects.get_or_create(user=user)
+        return str(token.key)
 
     # --- the server --------------------------------------------------------------------------
 
@@ -163,17 +183,20 @@ class Command(BaseCommand):
         self.stdout.write(f"   -> {reply.describe()}")
 
     def run_steps(self, port: int, burst: int) -> None:
-        """Run the five steps against the running API."""
+        """Run the six steps against the running API."""
         key = f"demo-{uuid.uuid4().hex[:12]}"
+        alice = self.tokens["alice"]
         order = {"item": "espresso beans", "quantity": 2, "amount": "18.50"}
-        self.stdout.write(f"1. First request: POST /api/orders/ with Idempotency-Key: {key}")
+        self.stdout.write(
+            f"1. First request: Alice sends POST /api/orders/ with Idempotency-Key: {key}"
+        )
         self.stdout.write(f"   {encode(order).decode()}")
-        first = request(port, "POST", "/api/orders/", encode(order), key)
+        first = request(port, "POST", "/api/orders/", encode(order), key, alice)
         self.show(first)
         self.expect(first.status == 201 and not first.is_replayed, "a fresh 201 Created")
 
         self.stdout.write("\n2. Retry: the same key and the same body")
-        retry = request(port, "POST", "/api/orders/", encode(order), key)
+        retry = request(port, "POST", "/api/orders/", encode(order), key, alice)
         self.show(retry)
         self.stdout.write(f"   body identical to the first response: {retry.body == first.body}")
         self.expect(
@@ -184,14 +207,33 @@ class Command(BaseCommand):
         self.burst(port, burst)
 
         self.stdout.write("\n4. The first key again, with a different body (quantity 3)")
-        mismatch = request(port, "POST", "/api/orders/", encode({**order, "quantity": 3}), key)
+        changed = encode({**order, "quantity": 3})
+        mismatch = request(port, "POST", "/api/orders/", changed, key, alice)
         self.show(mismatch)
         self.expect(mismatch.status == 422, "422 for a key reused with a different body")
 
+        self.other_callers(port, key, order, first)
         self.payments(port, first)
 
+    def other_callers(self, port: int, key: str, order: dict[str, Any], first: Reply) -> None:
+        """Show that Alice's key means nothing to anyone else."""
+        self.stdout.write("\n5. Bob sends Alice's key and body: his own order, not her response")
+        for_bob = request(port, "POST", "/api/orders/", encode(order), key, self.tokens["bob"])
+        self.show(for_bob)
+        self.expect(
+            for_bob.status == 201 and not for_bob.is_replayed and for_bob.body != first.body,
+            "a fresh 201 for Bob, never a replay of Alice's order",
+        )
+        self.stdout.write("   And without credentials:")
+        anonymous = request(port, "POST", "/api/orders/", encode(order), key)
+        self.show(anonymous)
+        self.expect(
+            anonymous.status == 401 and not anonymous.is_replayed,
+            "401 from the API's authentication, and nothing of Alice's",
+        )
+
     def burst(self, port: int, size: int) -> None:
-        """Fire identical requests at once with one new key; count what really ran."""
+        """Fire identical requests of Alice's at once with one new key; count what ran."""
         key = f"demo-{uuid.uuid4().hex[:12]}"
         item = f"burst {key}"
         body = encode({"item": item, "quantity": 1, "amount": "4.20"})
@@ -202,7 +244,7 @@ class Command(BaseCommand):
 
         def send(_: int) -> Reply:
             barrier.wait()
-            return request(port, "POST", "/api/orders/", body, key)
+            return request(port, "POST", "/api/orders/", body, key, self.tokens["alice"])
 
         with ThreadPoolExecutor(max_workers=size) as pool:
             replies = list(pool.map(send, range(size)))
@@ -236,15 +278,17 @@ class Command(BaseCommand):
         key = f"demo-{uuid.uuid4().hex[:12]}"
         payment = {"order": order_id, "amount": "18.50"}
         self.stdout.write(
-            f"\n5. Plain Django view (middleware + @idempotent): POST /payments/ twice with "
+            f"\n6. Plain Django view (middleware + @idempotent): POST /payments/ twice with "
             f"key {key}, then a different amount"
         )
         self.stdout.write(f"   {encode(payment).decode()}")
-        paid = request(port, "POST", "/payments/", encode(payment), key)
+        alice = self.tokens["alice"]
+        paid = request(port, "POST", "/payments/", encode(payment), key, alice)
         self.show(paid)
-        again = request(port, "POST", "/payments/", encode(payment), key)
+        again = request(port, "POST", "/payments/", encode(payment), key, alice)
         self.show(again)
-        other = request(port, "POST", "/payments/", encode({**payment, "amount": "1.00"}), key)
+        changed = encode({**payment, "amount": "1.00"})
+        other = request(port, "POST", "/payments/", changed, key, alice)
         self.show(other)
         self.expect(
             paid.status == 201
