@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.db.models.signals import post_save
 from django.test import Client, override_settings
 
@@ -165,3 +165,36 @@ def test_store__never_keeps_a_failed_run_half_written(
         assert states == set()  # released: a retry runs again
     else:
         assert states == {"completed"}  # the unknown outcome is stored (DESIGN §4)
+
+
+@pytest.mark.asyncio
+async def test_exception__in_an_async_view_leaves_the_async_middleware_serving(settings: Any):
+    from asgiref.sync import sync_to_async
+    from django.test import AsyncClient
+
+    settings.IDEMPOTENCY_REQUIRED = True
+    async_client = AsyncClient(raise_request_exception=False)
+    await async_client.aforce_login(await sync_to_async(UserFactory)())
+
+    async def send(payload: dict[str, Any], key: str) -> Any:
+        return await async_client.post(
+            "/async/behave/",
+            payload,
+            content_type="application/json",
+            headers={"Idempotency-Key": key},
+        )
+
+    try:
+        failed = await send({"label": "async-boom", "raise": True}, "k")
+        fresh = await send({"label": "async-after"}, "k2")
+        retry = await send({"label": "async-boom", "raise": True}, "k")
+
+        assert failed.status_code == 500
+        assert fresh.status_code == 201
+        assert retry.status_code == 500  # released, so it ran again (and failed again)
+        assert await sync_to_async(lambda: connection.in_atomic_block)() is False
+        assert await sync_to_async(Execution.objects.filter(label="async-boom").count)() == 0
+    finally:
+        # Close the connection asgiref's worker thread opened, or the test database
+        # cannot be dropped.
+        await sync_to_async(connections.close_all)()
