@@ -23,7 +23,8 @@ def test_atomic_requests__claim_is_visible_while_the_view_runs(
 ):
     monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
     body = json.dumps({"label": "slow", "sleep": 1.5})
-    headers = {"Idempotency-Key": "k"}
+    # One caller for both requests, scoped by the header's hash (DRF authenticates nothing).
+    headers = {"Idempotency-Key": "k", "Authorization": "Bearer atomic-caller"}
     results: dict[str, Any] = {}
 
     def original() -> None:

@@ -30,6 +30,9 @@ from tests.testapp.models import Execution, Order
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 THREADS = 50
+# Every duplicate comes from one caller, scoped by this header's hash (DRF authenticates
+# nothing with it), as retries of one client are.
+CALLER = "Bearer concurrency-caller"
 # The owner's view sleeps this long, so every duplicate arrives while it still runs.
 OVERLAP_SECONDS = 0.5
 # Every wait is bounded: a hung thread fails the test instead of hanging the suite.
@@ -97,7 +100,7 @@ def post(path: str, key: str, payload: dict[str, Any], **extra: Any) -> Answer:
         path,
         data=json.dumps(payload),
         content_type="application/json",
-        headers={"Idempotency-Key": key},
+        headers={"Idempotency-Key": key, "Authorization": CALLER},
         **extra,
     )
     return Answer.of(response)
@@ -215,7 +218,7 @@ def test_middleware_async__gathered_duplicates_run_the_view_once(storage_backend
                     "/async/behave/",
                     data=body,
                     content_type="application/json",
-                    headers={"Idempotency-Key": key},
+                    headers={"Idempotency-Key": key, "Authorization": CALLER},
                 )
             finally:
                 await sync_to_async(connections.close_all)()

@@ -103,7 +103,13 @@ def post(
     request = urllib.request.Request(
         server.url + path,
         data=json.dumps(payload).encode(),
-        headers={"Content-Type": "application/json", "Idempotency-Key": key, **(headers or {})},
+        headers={
+            "Content-Type": "application/json",
+            "Idempotency-Key": key,
+            # One client's retries: the middleware scopes them by this header's hash.
+            "Authorization": "Bearer live-caller",
+            **(headers or {}),
+        },
         method="POST",
     )
     try:
@@ -320,3 +326,33 @@ def test_gunicorn_workers__killed_mid_request_frees_the_key_after_its_lease(
     assert Execution.objects.filter(label=item).count() == runs
     # gunicorn replaced the killed worker.
     wait_for_workers(live, exclude={worker})
+
+
+@pytest.mark.parametrize(
+    "lines", [("same", "same"), ("first", "second")], ids=["repeated", "different"]
+)
+def test_gunicorn__two_key_header_lines_are_one_400(live: Server, lines: tuple[str, str]) -> None:
+    # The server joins repeated header lines with a comma (RFC 9110 §5.3); the joined value
+    # must never be taken for one key (issue 7).
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(live.url)
+    body = json.dumps({"item": f"item-{uuid.uuid4()}"}).encode()
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=REQUEST_SECONDS)
+    try:
+        connection.putrequest("POST", "/live/orders/")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(len(body)))
+        connection.putheader("Authorization", "Bearer live-caller")
+        for value in lines:
+            connection.putheader("Idempotency-Key", value)
+        connection.endheaders(body)
+        response = connection.getresponse()
+        problem = json.loads(response.read())
+    finally:
+        connection.close()
+
+    assert response.status == 400
+    assert problem["code"] == "idempotency_key_invalid"
+    assert Order.objects.count() == 0

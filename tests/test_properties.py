@@ -41,6 +41,10 @@ fuzz = settings(
 )
 
 
+#: A caller the layer can scope (keyed requests without one are refused before a claim).
+CALLER = "Bearer fuzz-caller"
+
+
 @fuzz
 @given(raw=header_values)
 def test_parse_key__returns_visible_ascii_or_raises_invalid(raw: str):
@@ -75,7 +79,9 @@ def test_any_request__never_gets_a_5xx_from_the_layer(
     url: str, key: str | None, content_type: str, body: bytes, query: str, method: str
 ):
     client = Client(raise_request_exception=False)
-    headers: dict[str, Any] = {} if key is None else {"Idempotency-Key": key}
+    headers: dict[str, Any] = {"Authorization": CALLER}
+    if key is not None:
+        headers["Idempotency-Key"] = key
     first = getattr(client, method)(
         f"{url}?{query}", body, content_type=content_type, headers=headers
     )
@@ -97,7 +103,7 @@ def test_rejected_request__leaves_no_half_written_record(key: str, body: bytes):
         "/decorated/behave/",
         body,
         content_type="application/json",
-        headers={"Idempotency-Key": key},
+        headers={"Idempotency-Key": key, "Authorization": CALLER},
     )
 
     after = set(IdempotencyKey.objects.values_list("pk", "state"))
