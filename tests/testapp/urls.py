@@ -22,4 +22,5 @@ urlpatterns = [
     path("drf/required/", views.DRFRequiredView.as_view()),
     path("drf/wait/", views.DRFWaitView.as_view()),
     path("drf-without-mixin/behave/", views.DRFWithoutMixinView.as_view()),
+    path("encoding/", include("tests.testapp.encoding_urls")),
 ]
