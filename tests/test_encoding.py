@@ -22,6 +22,9 @@ from asgiref.sync import async_to_sync
 from django.test import AsyncClient, Client
 from django.utils.cache import cc_delim_re
 
+from django_idempotency.exceptions import IdempotencyReplayNotAcceptable
+from django_idempotency.responses import is_acceptable_encoding, replay_response
+from django_idempotency.storage.base import StoredResponse
 from tests.factories import UserFactory
 from tests.settings import MIDDLEWARE
 from tests.testapp.models import Execution
@@ -198,3 +201,96 @@ def test_gzip_middleware_inside__replay_is_labelled_or_refused(
     assert refused.status_code == 406
     assert is_problem(refused, NOT_ACCEPTABLE_CODE)
     assert executions() == 1
+
+
+# The negotiation (RFC 9110 §12.5.3)
+
+
+@pytest.mark.parametrize(
+    ("content_encoding", "accept_encoding"),
+    [
+        ("gzip", None),  # no header: every coding is acceptable
+        ("gzip", "gzip"),
+        ("gzip", "GZip"),
+        ("gzip", "deflate, gzip;q=0.5"),
+        ("gzip", "gzip ; Q=0.001"),
+        ("gzip", "gzip;q=1.000"),
+        ("gzip", "*"),
+        ("gzip", "br;q=1.0, *;q=0.1"),
+        ("gzip", "identity;q=0, *"),
+        ("gzip", ",, gzip ,"),
+        ("gzip", "x-gzip"),
+        ("x-gzip", "gzip"),
+        ("gzip, br", "br, gzip"),
+        ("gzip", "gzip;level=9"),
+        ("", "gzip;q=0, identity;q=0, *;q=0"),  # an uncoded body is never refused
+        ("identity", "identity;q=0"),
+        ("identity, gzip", "gzip"),
+    ],
+)
+def test_is_acceptable_encoding__accepts(content_encoding: str, accept_encoding: str | None):
+    assert is_acceptable_encoding(content_encoding, accept_encoding)
+
+
+@pytest.mark.parametrize(
+    ("content_encoding", "accept_encoding"),
+    [
+        ("gzip", ""),  # an empty header accepts no coding
+        ("gzip", "identity"),
+        ("gzip", "deflate, br"),
+        ("gzip", "gzip;q=0"),
+        ("gzip", "gzip; q=0.000"),
+        ("gzip", "*;q=0"),
+        ("gzip", "gzip;q=0, *"),  # a coding named explicitly beats "*"
+        ("gzip", "*, gzip;q=0"),
+        ("gzip", "x-gzip;q=0, *"),
+        ("gzip", "gzip, gzip;q=0"),  # listed twice: the lower weight
+        ("gzip", "gzip;q=2"),  # a malformed weight: as if gzip were not listed
+        ("gzip", "gzip;q=abc"),
+        ("gzip", "gzip;q=0.0001"),
+        ("gzip", "gzipped"),
+        ("gzip, br", "gzip"),  # every coding applied must be acceptable
+    ],
+)
+def test_is_acceptable_encoding__refuses(content_encoding: str, accept_encoding: str):
+    assert not is_acceptable_encoding(content_encoding, accept_encoding)
+
+
+def stored(*headers: tuple[str, str]) -> StoredResponse:
+    return StoredResponse(status=201, headers=(("Content-Type", "text/plain"), *headers), body=b"x")
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ((("Content-Encoding", "gzip"),), "Accept-Encoding"),
+        ((("Content-Encoding", "gzip"), ("Vary", "Cookie")), "Cookie, Accept-Encoding"),
+        ((("Content-Encoding", "gzip"), ("Vary", "accept-encoding")), "accept-encoding"),
+        ((("Vary", "Cookie"),), "Cookie"),
+        ((("Content-Encoding", "identity"),), None),
+        ((), None),
+    ],
+)
+def test_replay_response__varies_on_accept_encoding_when_the_body_is_coded(
+    headers: tuple[tuple[str, str], ...], expected: str | None
+):
+    # The replay of a coded body is sent or refused by Accept-Encoding, whatever the original
+    # said; an uncoded one keeps the original's Vary as it was.
+    response = replay_response(stored(*headers), accept_encoding=None)
+
+    assert response.get("Vary") == expected
+
+
+def test_replay_response__names_the_refused_coding_in_the_problem():
+    with pytest.raises(IdempotencyReplayNotAcceptable) as refused:
+        replay_response(stored(("Content-Encoding", "gzip, br")), accept_encoding="gzip")
+
+    assert refused.value.status_code == 406
+    assert "gzip, br" in refused.value.detail
+
+
+def test_replay_response__never_echoes_a_coding_that_is_not_a_name():
+    with pytest.raises(IdempotencyReplayNotAcceptable) as refused:
+        replay_response(stored(("Content-Encoding", "gzip <b>")), accept_encoding="identity")
+
+    assert refused.value.detail == IdempotencyReplayNotAcceptable.default_detail
