@@ -203,6 +203,34 @@ def test_gzip_middleware_inside__replay_is_labelled_or_refused(
     assert executions() == 1
 
 
+def test_gzip_page__compresses_inside_the_middleware_so_replays_are_labelled_or_refused(
+    send: Send,
+):
+    first = send("/encoding/gzip-page/", {}, accept_encoding="gzip")
+    retry = send("/encoding/gzip-page/", {}, accept_encoding="gzip")
+    refused = send("/encoding/gzip-page/", {}, accept_encoding="identity")
+
+    assert first["Content-Encoding"] == "gzip"
+    assert retry.content == first.content
+    assert retry["Content-Encoding"] == "gzip"
+    assert refused.status_code == 406
+    assert is_problem(refused, NOT_ACCEPTABLE_CODE)
+    assert executions() == 1
+
+
+def test_gzip_middleware_after_ours__is_still_outside_a_mixin_view(send: Send, settings: Any):
+    # Every middleware runs outside a DRF view, so the mixin stores the uncompressed body.
+    settings.MIDDLEWARE = [*MIDDLEWARE, GZIP_MIDDLEWARE]
+
+    first = send(ENTRY_POINTS["mixin"], {}, accept_encoding="gzip")
+    plain = send(ENTRY_POINTS["mixin"], {}, accept_encoding="identity")
+
+    assert first["Content-Encoding"] == "gzip"
+    assert plain["Idempotent-Replayed"] == "true"
+    assert "Content-Encoding" not in plain
+    assert plain.content == gzip.decompress(first.content)
+
+
 # The negotiation (RFC 9110 §12.5.3)
 
 

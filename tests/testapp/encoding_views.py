@@ -10,6 +10,7 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.gzip import gzip_page
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -60,6 +61,12 @@ def encoded_plain(request: HttpRequest) -> HttpResponse:
 @csrf_exempt
 @idempotent(required=True)
 def encoded_decorated(request: HttpRequest) -> HttpResponse:
+    return _answer(request, _payload(request))
+
+
+@csrf_exempt
+@gzip_page
+def encoded_gzip_page(request: HttpRequest) -> HttpResponse:
     return _answer(request, _payload(request))
 
 
