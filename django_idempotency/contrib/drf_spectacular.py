@@ -26,6 +26,7 @@ from django_idempotency.exceptions import (
     IdempotencyKeyMissing,
     IdempotencyKeyNotReplayable,
     IdempotencyLeaseExpired,
+    IdempotencyReplayNotAcceptable,
     IdempotencyRequestTooLarge,
     IdempotencyStoreUnavailable,
 )
@@ -216,6 +217,8 @@ def _possible_errors(policy: Policy) -> list[IdempotencyError]:
         kinds.append(IdempotencyKeyMissing)
     kinds += [IdempotencyKeyInvalid, IdempotencyKeyInProgress, IdempotencyKeyNotReplayable]
     kinds.append(IdempotencyKeyMismatch)
+    # Any view may store a coded body (its own, or GZipMiddleware's inside the middleware).
+    kinds.append(IdempotencyReplayNotAcceptable)
     if policy.is_atomic:
         # Without a shared transaction an owner past its lease sends the view's response.
         kinds.append(IdempotencyLeaseExpired)
