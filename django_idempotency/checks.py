@@ -8,6 +8,7 @@ from typing import Any
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.middleware.gzip import GZipMiddleware
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils.module_loading import import_string
 
@@ -221,3 +222,40 @@ def _views(patterns: Sequence[URLPattern | URLResolver]) -> Iterator[Callable[..
             yield from _views(pattern.url_patterns)
         else:
             yield pattern.callback
+
+
+GZIP_MIDDLEWARE_PATH = "django.middleware.gzip.GZipMiddleware"
+
+
+@register()
+def check_compression_order(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Warn about GZipMiddleware inside the middleware, which then stores gzipped bodies (W004)."""
+    middleware = list(settings.MIDDLEWARE)
+    if MIDDLEWARE_PATH not in middleware:
+        return []
+    inner = middleware[middleware.index(MIDDLEWARE_PATH) + 1 :]
+    compressors = [path for path in inner if _is_gzip_middleware(path)]
+    if not compressors:
+        return []
+    return [
+        Warning(
+            f"{', '.join(compressors)} comes after IdempotencyMiddleware in MIDDLEWARE, so "
+            "responses are stored gzipped for the first request's Accept-Encoding, and a "
+            "retry that does not accept gzip gets 406 instead of its replay.",
+            hint=f"Move it before {MIDDLEWARE_PATH!r}, where it compresses each replay "
+            "for the retry's own Accept-Encoding.",
+            id="django_idempotency.W004",
+        )
+    ]
+
+
+def _is_gzip_middleware(path: str) -> bool:
+    if path == GZIP_MIDDLEWARE_PATH:
+        return True
+    try:
+        middleware = import_string(path)
+    except ImportError:
+        return False  # Django reports a middleware that cannot be imported when it loads it
+    return isinstance(middleware, type) and issubclass(middleware, GZipMiddleware)

@@ -38,7 +38,16 @@ DEFAULTS: dict[str, Any] = {
 
 #: Headers a replay carries by default (DESIGN §3); settings and views may add more.
 DEFAULT_REPLAY_HEADERS = frozenset(
-    {"content-type", "content-language", "location", "etag", "last-modified", "link"}
+    {
+        "content-type",
+        "content-encoding",
+        "content-language",
+        "vary",
+        "location",
+        "etag",
+        "last-modified",
+        "link",
+    }
 )
 
 #: Headers that are never stored or replayed, whatever a view or setting adds.

@@ -96,7 +96,9 @@ def begin(request: HttpRequest, policy: Policy) -> Execution | HttpResponse | No
             raise IdempotencyStoreUnavailable(retry_after=policy.retry_after) from exc
         if isinstance(result, Claim):
             return Execution(policy, result)
-        replay = _answer_existing(result, fingerprint, policy)
+        replay = _answer_existing(
+            result, fingerprint, policy, request.headers.get("Accept-Encoding")
+        )
         if replay is not None:
             idempotency_replayed.send(sender=Policy, request=request, key=key)
             return replay
@@ -105,14 +107,16 @@ def begin(request: HttpRequest, policy: Policy) -> Execution | HttpResponse | No
         time.sleep(min(_WAIT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
 
 
-def _answer_existing(record: Record, fingerprint: str, policy: Policy) -> HttpResponse | None:
+def _answer_existing(
+    record: Record, fingerprint: str, policy: Policy, accept_encoding: str | None
+) -> HttpResponse | None:
     # IETF draft §2.7: the key was used for another request; whatever its state, that is 422.
     if record.fingerprint != fingerprint:
         raise IdempotencyKeyMismatch(status_code=policy.mismatch_status)
     if record.state is State.NOT_REPLAYABLE:
         raise IdempotencyKeyNotReplayable
     if record.state is State.COMPLETED and record.response is not None:
-        return replay_response(record.response)
+        return replay_response(record.response, accept_encoding=accept_encoding)
     return None
 
 

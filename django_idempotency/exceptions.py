@@ -123,3 +123,16 @@ class IdempotencyStoreUnavailable(IdempotencyError):
     default_code = "idempotency_store_unavailable"
     title = "Idempotency store unavailable"
     default_detail = "The request was not processed because idempotency keys cannot be checked now."
+
+
+class IdempotencyReplayNotAcceptable(IdempotencyError):
+    # RFC 9110 §15.5.7 and §12.5.3: the stored body has a content coding that this request's
+    # Accept-Encoding refuses, and a replay is those exact bytes or nothing.
+    status_code = 406
+    default_code = "idempotency_replay_not_acceptable"
+    title = "Stored response not acceptable to this request"
+    default_detail = (
+        "The response stored for this Idempotency-Key has a content coding that this "
+        "request's Accept-Encoding does not accept. The request was not run again; retry "
+        "with an Accept-Encoding that accepts the coding, or without one."
+    )

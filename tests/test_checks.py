@@ -169,3 +169,34 @@ def test_mixin__refuses_bad_class_attributes_when_the_class_is_defined():
 
     with pytest.raises(ImproperlyConfigured, match="on_conflict='block'"):
         type("Bad", (IdempotencyMixin, APIView), {"idempotency_on_conflict": "block"})
+
+
+GZIP_MIDDLEWARE = "django.middleware.gzip.GZipMiddleware"
+IDEMPOTENCY_MIDDLEWARE = "django_idempotency.middleware.IdempotencyMiddleware"
+
+
+@pytest.mark.parametrize(
+    "compressor", [GZIP_MIDDLEWARE, "tests.testapp.middleware.ProjectGZipMiddleware"]
+)
+def test_compression_check__warns_of_gzip_inside_the_middleware_as_w004(compressor: str):
+    with override_settings(MIDDLEWARE=[*MIDDLEWARE, compressor]):
+        messages = [m for m in run_checks() if m.id == "django_idempotency.W004"]
+
+    assert len(messages) == 1
+    assert compressor in messages[0].msg
+    assert IDEMPOTENCY_MIDDLEWARE in messages[0].hint
+
+
+@pytest.mark.parametrize(
+    "middleware",
+    [
+        [GZIP_MIDDLEWARE, *MIDDLEWARE],
+        ["tests.testapp.middleware.ProjectGZipMiddleware", *MIDDLEWARE],
+        [m for m in MIDDLEWARE if "IdempotencyMiddleware" not in m] + [GZIP_MIDDLEWARE],
+        [*MIDDLEWARE, "tests.testapp.middleware.Missing", "nowhere.Middleware"],
+    ],
+    ids=["gzip-outside", "subclass-outside", "no-idempotency-middleware", "unimportable"],
+)
+def test_compression_check__is_silent_for_any_other_order(middleware: list[str]):
+    with override_settings(MIDDLEWARE=middleware):
+        assert "django_idempotency.W004" not in ids()

@@ -35,7 +35,7 @@ from tests.testapp import openapi_views
 PACKAGE = Path(__file__).resolve().parent.parent / "django_idempotency"
 PROBLEM_REF = {"$ref": "#/components/schemas/IdempotencyProblem"}
 ERROR_DETAIL_REF = {"$ref": "#/components/schemas/IdempotencyErrorDetail"}
-IDEMPOTENCY_ERRORS = {"400", "403", "409", "413", "422", "503"}
+IDEMPOTENCY_ERRORS = {"400", "403", "406", "409", "413", "422", "503"}
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,7 @@ from django_idempotency.exceptions import (
     IdempotencyKeyNotReplayable,
     IdempotencyKeyWithoutPrincipal,
     IdempotencyLeaseExpired,
+    IdempotencyReplayNotAcceptable,
     IdempotencyRequestTooLarge,
     IdempotencyStoreUnavailable,
 )
@@ -167,6 +168,8 @@ def _possible_errors(policy: Policy) -> list[IdempotencyError]:
     if policy.anonymous != "shared":
         kinds.append(IdempotencyKeyWithoutPrincipal)
     kinds.append(IdempotencyKeyMismatch)
+    # Any view may store a coded body (its own, or GZipMiddleware's inside the middleware).
+    kinds.append(IdempotencyReplayNotAcceptable)
     if policy.is_atomic:
         # Without a shared transaction an owner past its lease sends the view's response.
         kinds.append(IdempotencyLeaseExpired)

@@ -26,4 +26,5 @@ urlpatterns = [
     path("drf-without-mixin/behave/", views.DRFWithoutMixinView.as_view()),
     path("drf-without-mixin/api-key/", views.ApiKeyWithoutMixinView.as_view()),
     path("drf/api-key/", views.ApiKeyView.as_view()),
+    path("encoding/", include("tests.testapp.encoding_urls")),
 ]
