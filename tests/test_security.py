@@ -220,3 +220,42 @@ def test_refused__a_401_or_403_from_the_view_is_not_stored(url: str, status: int
 
     assert refused.status_code == status
     assert (allowed.status_code, "Idempotent-Replayed" in allowed) == (201, False)
+
+
+@pytest.mark.asyncio
+async def test_anonymous__behind_the_async_middleware_is_scoped_by_session_or_refused(
+    storage_backend: str,
+):
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+    from django.test import AsyncClient
+
+    async def send(client: AsyncClient, label: str) -> Any:
+        return await client.post(
+            "/async/behave/",
+            {"label": label},
+            content_type="application/json",
+            headers={"Idempotency-Key": "k"},
+        )
+
+    async def with_async_session() -> AsyncClient:
+        client = AsyncClient()
+        await client.asession()  # creates and saves the session, and sets its cookie
+        return client
+
+    label = f"async-guest-{uuid.uuid4()}"
+    try:
+        refused = await send(AsyncClient(), label)
+        alice, mallory = await with_async_session(), await with_async_session()
+        for_alice = await send(alice, label)
+        for_mallory = await send(mallory, label)
+        alice_retry = await send(alice, label)
+
+        assert refused.status_code == 403
+        assert refused.json()["code"] == WITHOUT_PRINCIPAL
+        assert (for_alice.status_code, for_mallory.status_code) == (201, 201)
+        assert "Idempotent-Replayed" not in for_mallory
+        assert alice_retry["Idempotent-Replayed"] == "true"
+        assert alice_retry.content == for_alice.content
+    finally:
+        await sync_to_async(connections.close_all)()
