@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +40,8 @@ from typing import Any
 import pytest
 import redis
 from django.test import override_settings
+from redis.backoff import AbstractBackoff
+from redis.retry import Retry
 
 from django_idempotency.exceptions import IdempotencyKeyInProgress, IdempotencyStoreUnavailable
 from django_idempotency.storage import CacheStorage, Claim, State, StorageUnavailable
@@ -352,14 +355,6 @@ def test_redis_stall_shorter_than_the_lease__no_retry_runs_the_view_again(
         first = owner.result(timeout=REQUEST_SECONDS)
     after += [rig.post(path, key, item) for _ in range(3)]
 
-    assert after[-1].sent_at < first.sent_at + LEASE, "too slow to observe the lease"
-    assert first.kind == "ran", first
-    assert_unavailable(during)
-    for answer in after:
-        assert answer.kind in ("in_progress", "replay"), answer
-        if answer.replayed:
-            assert answer.body == first.body
-    assert executions(item) == 1
     record_figures(
         fault="stall shorter than the lease",
         entry=entry,
@@ -373,6 +368,15 @@ def test_redis_stall_shorter_than_the_lease__no_retry_runs_the_view_again(
         after=kinds(after),
         executions=executions(item),
     )
+
+    assert after[-1].sent_at < first.sent_at + LEASE, "too slow to observe the lease"
+    assert first.kind == "ran", first
+    assert_unavailable(during)
+    for answer in after:
+        assert answer.kind in ("in_progress", "replay"), answer
+        if answer.replayed:
+            assert answer.body == first.body
+    assert executions(item) == 1
 
 
 @pytest.mark.postgres
@@ -399,13 +403,6 @@ def test_redis_stall_longer_than_the_lease__a_retry_reruns_only_after_the_lease(
     first = owner.result(timeout=REQUEST_SECONDS)
     later = rig.post(path, key, item)
 
-    assert_unavailable(during)
-    # The lease ended during the stall: the takeover is by design, and never earlier.
-    assert rerun.answered_at >= first.sent_at + SHORT_LEASE
-    # The late owner still answers its client; its response is not stored.
-    assert first.kind == "ran"
-    assert (later.kind, later.body) == ("replay", rerun.body)
-    assert executions(item) == 2
     record_figures(
         fault="stall longer than the lease",
         entry=entry,
@@ -418,6 +415,14 @@ def test_redis_stall_longer_than_the_lease__a_retry_reruns_only_after_the_lease(
         rerun_after_claim=round(rerun.answered_at - first.sent_at, 3),
         executions=executions(item),
     )
+
+    assert_unavailable(during)
+    # The lease ended during the stall: the takeover is by design, and never earlier.
+    assert rerun.answered_at >= first.sent_at + SHORT_LEASE
+    # The late owner still answers its client; its response is not stored.
+    assert first.kind == "ran"
+    assert (later.kind, later.body) == ("replay", rerun.body)
+    assert executions(item) == 2
 
 
 @pytest.mark.postgres
@@ -441,13 +446,6 @@ def test_owner_completion_lost_in_a_stall__key_stays_in_flight_until_its_lease_e
     after = retry_until_it_runs(rig, path, key, item, deadline=resumed_at + SHORT_LEASE + 10)
     rerun = after[-1]
 
-    # The client got its response, though Redis never stored it.
-    assert first.kind == "ran"
-    assert after[0].sent_at < first.sent_at + SHORT_LEASE, "too slow to observe the lease"
-    # The outcome is unknown to Redis: the key stays in flight until the lease ends.
-    assert after[0].kind == "in_progress"
-    assert rerun.answered_at >= first.sent_at + SHORT_LEASE
-    assert executions(item) == 2
     record_figures(
         fault="owner's completion lost in a stall",
         entry=entry,
@@ -458,6 +456,14 @@ def test_owner_completion_lost_in_a_stall__key_stays_in_flight_until_its_lease_e
         rerun_after_claim=round(rerun.answered_at - first.sent_at, 3),
         executions=executions(item),
     )
+
+    # The client got its response, though Redis never stored it.
+    assert first.kind == "ran"
+    assert after[0].sent_at < first.sent_at + SHORT_LEASE, "too slow to observe the lease"
+    # The outcome is unknown to Redis: the key stays in flight until the lease ends.
+    assert after[0].kind == "in_progress"
+    assert rerun.answered_at >= first.sent_at + SHORT_LEASE
+    assert executions(item) == 2
 
 
 # Unknown outcomes: the view failed after its effects, with no stall at all.
@@ -481,12 +487,6 @@ def test_unknown_outcome_not_stored__key_stays_in_flight_until_its_lease_ends(
     after = retry_until_it_runs(rig, path, key, item, deadline=first.sent_at + SHORT_LEASE + 10)
     rerun = after[-1]
 
-    assert first.kind == "failed", first
-    assert after[0].sent_at < first.sent_at + SHORT_LEASE, "too slow to observe the lease"
-    assert after[0].kind == "in_progress", after[0]
-    assert rerun.answered_at >= first.sent_at + SHORT_LEASE
-    assert rerun.kind == "ran"
-    assert executions(item) == 2
     record_figures(
         fault=f"view {outcome}, not stored",
         entry=entry,
@@ -495,6 +495,13 @@ def test_unknown_outcome_not_stored__key_stays_in_flight_until_its_lease_ends(
         rerun_after_claim=round(rerun.answered_at - first.sent_at, 3),
         executions=executions(item),
     )
+
+    assert first.kind == "failed", first
+    assert after[0].sent_at < first.sent_at + SHORT_LEASE, "too slow to observe the lease"
+    assert after[0].kind == "in_progress", after[0]
+    assert rerun.answered_at >= first.sent_at + SHORT_LEASE
+    assert rerun.kind == "ran"
+    assert executions(item) == 2
 
 
 @pytest.mark.postgres
@@ -541,6 +548,18 @@ def test_redis_restarted_empty__every_key_it_held_reruns_once_and_no_other(
     first = owner.result(timeout=REQUEST_SECONDS)
     later = [rig.post(path, done_key, done_item), rig.post(path, running_key, running_item)]
 
+    record_figures(
+        fault="restart without persistence",
+        entry=entry,
+        lease=LEASE,
+        during=kinds(during),
+        during_answered_after=[round(a.answered_at - a.sent_at, 3) for a in during],
+        outage_seconds=round(restarted_at - killed_at, 3),
+        after=kinds([done_again, running_again]),
+        rerun_after_restart=offsets([done_again, running_again], restarted_at),
+        executions=[executions(done_item), executions(running_item)],
+    )
+
     assert done.kind == "ran"
     assert first.kind == "ran"
     assert_unavailable(during)
@@ -553,17 +572,6 @@ def test_redis_restarted_empty__every_key_it_held_reruns_once_and_no_other(
     assert executions(fresh_item) == 1
     assert (later[0].body, later[1].body) == (done_again.body, running_again.body)
     assert kinds(later) == ["replay", "replay"]
-    record_figures(
-        fault="restart without persistence",
-        entry=entry,
-        lease=LEASE,
-        during=kinds(during),
-        during_answered_after=[round(a.answered_at - a.sent_at, 3) for a in during],
-        outage_seconds=round(restarted_at - killed_at, 3),
-        after=kinds([done_again, running_again]),
-        rerun_after_restart=offsets([done_again, running_again], restarted_at),
-        executions=[executions(done_item), executions(running_item)],
-    )
 
 
 @pytest.mark.postgres
@@ -589,14 +597,6 @@ def test_redis_restarted_from_its_append_only_file__no_key_reruns(
     first = owner.result(timeout=REQUEST_SECONDS)
     later = rig.post(path, running_key, running_item)
 
-    assert done.kind == "ran"
-    assert first.kind == "ran"
-    assert_unavailable(during)
-    assert after[1].sent_at < first.sent_at + LEASE, "too slow to observe the lease"
-    assert kinds(after) == ["replay", "in_progress"]  # the lease survived the restart too
-    assert after[0].body == done.body
-    assert (later.kind, later.body) == ("replay", first.body)
-    assert executions(done_item) == executions(running_item) == 1
     record_figures(
         fault="restart from appendonly yes, appendfsync always",
         entry=entry,
@@ -606,6 +606,15 @@ def test_redis_restarted_from_its_append_only_file__no_key_reruns(
         answered_after_restart=offsets(after, restarted_at),
         executions=[executions(done_item), executions(running_item)],
     )
+
+    assert done.kind == "ran"
+    assert first.kind == "ran"
+    assert_unavailable(during)
+    assert after[1].sent_at < first.sent_at + LEASE, "too slow to observe the lease"
+    assert kinds(after) == ["replay", "in_progress"]  # the lease survived the restart too
+    assert after[0].body == done.body
+    assert (later.kind, later.body) == ("replay", first.body)
+    assert executions(done_item) == executions(running_item) == 1
 
 
 # The same faults seen by CacheStorage alone: what a timed-out script leaves in Redis.
@@ -697,3 +706,60 @@ def test_restart_from_append_only_file__keeps_records_and_the_lease_of_each(
     completed = storage.get("scope", "done")
     assert completed is not None
     assert completed.response == RESPONSE
+
+
+class _ResumeOnFirstFailure(AbstractBackoff):
+    """A redis-py backoff that lets a paused Redis run again once a command timed out."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid  # a number, since redis-py deep-copies its Retry per connection
+
+    def compute(self, failures: int) -> float:
+        if failures == 1:
+            os.kill(self.pid, signal.SIGCONT)
+        return 0.0
+
+
+def evalsha_calls(port: int) -> int:
+    with redis.Redis(port=port) as client:
+        stats = client.info("commandstats").get("cmdstat_evalsha", {})
+    return int(stats.get("calls", 0))
+
+
+def test_scripts__resent_by_redis_py_after_a_timeout_run_twice_and_keep_one_owner() -> None:
+    # redis-py re-sends a command after a timeout only when the pool is told to retry
+    # (django-redis's pools do not by default). The first copy was delivered, so Redis runs
+    # both: each script must find its own token and answer as the first copy did.
+    server = RedisServer()
+    server.start()
+    assert server.process is not None
+    retry = Retry(_ResumeOnFirstFailure(server.process.pid), retries=1)
+    config = redis_cache_config(
+        server.port, SOCKET_TIMEOUT=SOCKET_TIMEOUT, CONNECTION_POOL_KWARGS={"retry": retry}
+    )
+    try:
+        with override_settings(CACHES=caches_with(config)):
+            storage = CacheStorage("idempotency")
+            warm = storage.claim("warm", "k", "fp", lease=LONG)
+            assert isinstance(warm, Claim)
+            storage.complete(warm, RESPONSE, ttl=LONG)  # both scripts are loaded now
+
+            before = evalsha_calls(server.port)
+            server.pause()
+            owner = storage.claim("scope", "k", "fp", lease=LONG)
+            after_claim = evalsha_calls(server.port)
+            assert isinstance(owner, Claim)
+            server.pause()
+            storage.complete(owner, RESPONSE, ttl=LONG)
+            after_complete = evalsha_calls(server.port)
+
+            # Each script ran twice: the copy that timed out, and the one sent again.
+            assert after_claim - before == 2
+            assert after_complete - after_claim == 2
+            record = storage.get("scope", "k")
+            assert record is not None
+            assert (record.state, record.token) == (State.COMPLETED, owner.token)
+            assert record.response == RESPONSE
+            assert not isinstance(storage.claim("scope", "k", "fp", lease=LONG), Claim)
+    finally:
+        server.stop()
