@@ -4,6 +4,7 @@ Run from the repository root, with PostgreSQL reachable and ``redis-server`` on 
 
     .venv/bin/python -m bench.redis_faults             # 3 rounds
     .venv/bin/python -m bench.redis_faults --rounds 10 --json faults.json
+    .venv/bin/python -m bench.redis_faults -k "restarted_empty"   # only the matching tests
 
 Each round runs the live fault tests (``tests/test_redis_faults.py``: a gunicorn with three
 sync workers on a private redis-server that the tests pause, resume, kill and restart) and
@@ -49,13 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.redis_faults", description=__doc__)
     parser.add_argument("--rounds", type=int, default=3, help="runs of the fault tests")
     parser.add_argument("--json", help="also write the raw figures here (- for stdout)")
+    parser.add_argument("-k", dest="select", help="run only the tests pytest -k selects")
     args = parser.parse_args(argv)
 
     figures: list[dict[str, Any]] = []
     failed_rounds = 0
     for round_number in range(1, args.rounds + 1):
         print(f"round {round_number}/{args.rounds} ...", file=sys.stderr, flush=True)
-        run, round_figures = run_round()
+        run, round_figures = run_round(args.select)
         figures += round_figures
         if run.returncode != 0:
             failed_rounds += 1
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_round() -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
+def run_round(select: str | None) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
     with tempfile.TemporaryDirectory() as directory:
         target = Path(directory) / "figures.jsonl"
         env = {
@@ -77,7 +79,7 @@ def run_round() -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]
             "IDEMPOTENCY_FAULT_FIGURES": str(target),
         }
         command = [sys.executable, "-m", "pytest", TEST_FILE, "-m", "postgres", "-q"]
-        command += ["-p", "no:cacheprovider"]
+        command += ["-p", "no:cacheprovider", *(["-k", select] if select else [])]
         run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
         lines = target.read_text().splitlines() if target.exists() else []
     return run, [json.loads(line) for line in lines]
