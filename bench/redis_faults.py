@@ -77,6 +77,9 @@ def run_round(select: str | None) -> tuple[subprocess.CompletedProcess[str], lis
             **os.environ,
             "IDEMPOTENCY_TEST_DATABASE": "postgres",
             "IDEMPOTENCY_FAULT_FIGURES": str(target),
+            # A test database of its own: a name inherited from a test run (dev.py sets one)
+            # would be dropped under that run when this one ends.
+            "IDEMPOTENCY_TEST_PG_NAME": f"test_django_idempotency_faults_{os.getpid()}",
         }
         command = [sys.executable, "-m", "pytest", TEST_FILE, "-m", "postgres", "-q"]
         command += ["-p", "no:cacheprovider", *(["-k", select] if select else [])]
