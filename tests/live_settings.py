@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from tests.settings import *  # noqa: F403
-from tests.settings import DATABASES, MIDDLEWARE
+from tests.settings import CACHES, DATABASES, MIDDLEWARE
 
 DATABASES["default"]["NAME"] = os.environ["IDEMPOTENCY_LIVE_DATABASE_NAME"]
 ROOT_URLCONF = "tests.live_urls"
@@ -20,3 +20,13 @@ MIDDLEWARE = ["tests.live_urls.worker_pid_middleware", *MIDDLEWARE]
 IDEMPOTENCY_STORAGE = os.environ["IDEMPOTENCY_LIVE_STORAGE"]
 IDEMPOTENCY_CACHE_ALIAS = "idempotency"
 IDEMPOTENCY_LEASE = float(os.environ["IDEMPOTENCY_LIVE_LEASE"])
+
+# A test that stalls or kills Redis gives the server a redis-server of its own, and the
+# socket timeout after which a stalled Redis counts as unavailable.
+if "IDEMPOTENCY_LIVE_REDIS_URL" in os.environ:
+    CACHES["idempotency"]["LOCATION"] = os.environ["IDEMPOTENCY_LIVE_REDIS_URL"]
+if "IDEMPOTENCY_LIVE_REDIS_SOCKET_TIMEOUT" in os.environ:
+    _socket_timeout = float(os.environ["IDEMPOTENCY_LIVE_REDIS_SOCKET_TIMEOUT"])
+    CACHES["idempotency"]["OPTIONS"].update(
+        SOCKET_TIMEOUT=_socket_timeout, SOCKET_CONNECT_TIMEOUT=_socket_timeout
+    )

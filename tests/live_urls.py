@@ -1,4 +1,6 @@
-"""URLs of the live gunicorn: the test app's, plus a slow order view that reports its pid."""
+"""URLs of the live gunicorn: the test app's, a slow order view that reports its pid, and
+gated order views that wait for the test's word before they answer.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +9,18 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import path
+from django.urls import URLPattern, path
 from django.views.decorators.csrf import csrf_exempt
+from rest_framework.authentication import BasicAuthentication
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from django_idempotency.decorators import idempotency_exempt, idempotent
+from django_idempotency.mixins import IdempotencyMixin
 from tests.testapp.models import Execution, Order
 from tests.testapp.urls import urlpatterns as testapp_urlpatterns
 
@@ -21,6 +29,22 @@ PID_FILE_HEADER = "X-Test-Pid-File"
 #: Header with the seconds the view sleeps after writing (headers are not fingerprinted).
 SLEEP_HEADER = "X-Test-Sleep"
 WORKER_PID_HEADER = "X-Worker-Pid"
+#: Header naming a gate file: the gated view records its execution, writes
+#: ``<gate>.started``, then waits until ``<gate>`` exists before it answers.
+GATE_HEADER = "X-Test-Gate"
+#: Header with what the gated view does once it ran: ``created`` (the default), ``error``
+#: or ``raise`` (headers are not fingerprinted, so a retry may behave otherwise).
+OUTCOME_HEADER = "X-Test-Outcome"
+#: How long a gated view waits at most, so a failed test never leaves a worker hanging.
+GATE_SECONDS = 120.0
+#: The lease of the gated views under ``short-lease/``; the others use IDEMPOTENCY_LEASE.
+SHORT_LEASE = float(os.environ.get("IDEMPOTENCY_LIVE_SHORT_LEASE", "2"))
+#: Per-view options of the gated views, by the last part of their path.
+GATED_VARIANTS: dict[str, dict[str, Any]] = {
+    "": {},
+    "short-lease/": {"lease": SHORT_LEASE},
+    "unstored/": {"store_server_errors": False, "lease": SHORT_LEASE},
+}
 
 
 def worker_pid_middleware(
@@ -52,6 +76,63 @@ def slow_order(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"order": order.pk, "item": item}, status=201)
 
 
+def _write_atomically(target: Path, text: str) -> None:
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(text)
+    partial.rename(target)
+
+
+def gated_order(request: HttpRequest, item: str) -> HttpResponse:
+    """Record one execution, wait at the request's gate, then answer as its outcome says.
+
+    The outcome is ``created`` (201), ``error`` (a 500 response) or ``raise`` (an exception
+    after the execution was recorded: its effects happened, its outcome is unknown).
+    """
+    outcome = request.headers.get(OUTCOME_HEADER, "created")
+    Execution.objects.create(label=item)
+    gate = request.headers.get(GATE_HEADER)
+    if gate:
+        _write_atomically(Path(gate + ".started"), str(os.getpid()))
+        deadline = time.monotonic() + GATE_SECONDS
+        while not Path(gate).exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the test never opened the gate {gate}")
+            time.sleep(0.01)
+    if outcome == "raise":
+        raise RuntimeError("the view failed after its effects")
+    body = {"item": item, "executions": Execution.objects.filter(label=item).count()}
+    return JsonResponse(body, status=500 if outcome == "error" else 201)
+
+
+def _gated_plain_view(**options: Any) -> Callable[[HttpRequest], HttpResponse]:
+    @csrf_exempt
+    @idempotent(required=True, **options)
+    def view(request: HttpRequest) -> HttpResponse:
+        return gated_order(request, str(json.loads(request.body)["item"]))
+
+    return view
+
+
+class GatedOrderView(IdempotencyMixin, APIView):
+    """The gated order behind the DRF mixin, for Basic-authenticated users only."""
+
+    authentication_classes = [BasicAuthentication]
+    permission_classes = [IsAuthenticated]
+    idempotency_required = True
+
+    def post(self, request: Request) -> HttpResponse:
+        return gated_order(request, str(request.data["item"]))
+
+
+def _gated_urls() -> list[URLPattern]:
+    urls = []
+    for variant, options in GATED_VARIANTS.items():
+        attributes = {f"idempotency_{name}": value for name, value in options.items()}
+        urls.append(path(f"live/gated/plain/{variant}", _gated_plain_view(**options)))
+        urls.append(path(f"live/gated/drf/{variant}", GatedOrderView.as_view(**attributes)))
+    return urls
+
+
 @idempotency_exempt
 def ready(request: HttpRequest) -> HttpResponse:
     """Answer once the worker has loaded the project."""
@@ -61,5 +142,6 @@ def ready(request: HttpRequest) -> HttpResponse:
 urlpatterns = [
     path("live/orders/", slow_order),
     path("live/ready/", ready),
+    *_gated_urls(),
     *testapp_urlpatterns,
 ]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,11 +39,39 @@ def caches_with(idempotency: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 class RedisServer:
-    """A private redis-server, so tests may stop it or reconfigure it freely."""
+    """A private redis-server, so tests may stop, pause, kill or reconfigure it freely.
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    Without ``directory`` it persists nothing, so a restart comes back empty. With one it
+    keeps an append-only file there, fsynced as ``appendfsync`` says, and a restart on the
+    same directory reloads it.
+    """
+
+    def __init__(
+        self, *, directory: Path | None = None, appendfsync: str = "always", port: int = 0
+    ) -> None:
+        self.port = port or free_port()
+        self.directory = directory
+        self.appendfsync = appendfsync
         self.process: subprocess.Popen[bytes] | None = None
+        self.is_paused = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _persistence_arguments(self) -> list[str]:
+        if self.directory is None:
+            return ["--save", "", "--appendonly", "no"]
+        return [
+            "--save",
+            "",
+            "--dir",
+            str(self.directory),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            self.appendfsync,
+        ]
 
     def start(self) -> None:
         executable = shutil.which("redis-server")
@@ -56,10 +86,7 @@ class RedisServer:
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
+                *self._persistence_arguments(),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -77,8 +104,30 @@ class RedisServer:
             finally:
                 client.close()
 
+    def pause(self) -> None:
+        """Stall the server (SIGSTOP): connections stay open, nothing is answered."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        self.is_paused = True
+
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT); it then serves what it received."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+        self.is_paused = False
+
+    def kill(self) -> None:
+        """Crash the server (SIGKILL): whatever it had not written to disk is gone."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+            self.is_paused = False
+
     def stop(self) -> None:
         if self.process is not None:
+            if self.is_paused:
+                self.resume()  # a stopped process would hold SIGTERM until continued
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None

@@ -216,6 +216,10 @@ class CacheStorage(Storage):
         try:
             return self._script(name, client)(keys=[record_key], args=args, client=client)
         except (RedisError, OSError) as exc:
+            # "Unavailable" means "unknown", not "did not happen": a stalled Redis runs the
+            # script it received once it resumes, and a pool told to retry sends it again.
+            # Each script is safe to run late or twice (it acts only for its own token), so
+            # the caller must keep treating the key as held (docs/storage-cache.md, "Faults").
             raise StorageUnavailable(_UNAVAILABLE) from exc
 
     def _script(self, name: str, client: Redis) -> Script:
