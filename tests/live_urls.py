@@ -1,4 +1,5 @@
-"""URLs of the live gunicorn: the test app's, plus a slow order view that reports its pid."""
+"""URLs of the live gunicorn: the test app's, a slow order view that reports its pid, and
+the property test's views under ``/props/`` (tests/live_principals.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import path
+from django.urls import include, path
 from django.views.decorators.csrf import csrf_exempt
 
 from django_idempotency.decorators import idempotency_exempt, idempotent
@@ -61,5 +62,6 @@ def ready(request: HttpRequest) -> HttpResponse:
 urlpatterns = [
     path("live/orders/", slow_order),
     path("live/ready/", ready),
+    path("props/", include("tests.live_principals")),
     *testapp_urlpatterns,
 ]
