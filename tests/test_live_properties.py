@@ -588,7 +588,8 @@ def assert_runs_at_most_once(answer: Answer, record: Record | None) -> None:
     """A principal's completed key never runs again: a retry replays it, another request
     with it gets 422 (DESIGN §2.1)."""
     assert record is None or not record.stored, (
-        f"ran again for a completed key: {answer}; it first answered {record.first}"
+        f"a completed key got neither its replay nor 422: {answer}; it first answered "
+        f"{record.first}"
     )
 
 
