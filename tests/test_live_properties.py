@@ -20,7 +20,9 @@ test expects:
 - a DRF view without the mixin is left alone: every request runs, nothing is replayed.
 
 The database variant runs one sync worker, so every request reuses the worker that served
-the one before; the cache variant runs three. Each example starts on fresh workers.
+the one before; the cache variant runs three. An example that follows one in which a view
+failed or a check broke starts on fresh workers, so that each example fails (and shrinks)
+for what it does itself.
 """
 
 from __future__ import annotations
@@ -424,7 +426,7 @@ class Server:
         pytest.fail(f"gunicorn had no {self.workers} fresh workers in time:\n{self.log_tail()}")
 
     def recycle_workers(self) -> None:
-        """Replace every worker, so no example inherits what an earlier one did to a worker."""
+        """Replace every worker with a fresh one and wait until they all serve."""
         old = self.worker_pids()
         for pid in old:
             os.kill(pid, signal.SIGTERM)
