@@ -1,5 +1,6 @@
 """URLs of the live gunicorn: the test app's, a slow order view that reports its pid, and
-gated order views that wait for the test's word before they answer.
+gated order views that wait for the test's word before they answer, and the property test's
+views under ``/props/`` (tests/live_principals.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, include, path
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.authentication import BasicAuthentication
 from rest_framework.permissions import IsAuthenticated
@@ -143,5 +144,6 @@ urlpatterns = [
     path("live/orders/", slow_order),
     path("live/ready/", ready),
     *_gated_urls(),
+    path("props/", include("tests.live_principals")),
     *testapp_urlpatterns,
 ]
