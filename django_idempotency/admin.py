@@ -25,6 +25,7 @@ from django.utils.timesince import timesince, timeuntil
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from django_idempotency.clock import database_now
 from django_idempotency.conf import idempotency_settings
 from django_idempotency.models import IdempotencyKey, IdempotencyKeyQuerySet
 
@@ -249,7 +250,7 @@ class StateFilter(admin.SimpleListFilter):
         self, request: HttpRequest, queryset: QuerySet[IdempotencyKey]
     ) -> QuerySet[IdempotencyKey]:
         value = self.value()
-        now = timezone.now()
+        now = database_now(queryset.db)
         if value == self.EXPIRED:
             return queryset.filter(expires_at__lte=now)
         if value in IdempotencyKey.State.values:
@@ -444,7 +445,7 @@ class IdempotencyKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def expire_keys(self, request: HttpRequest, queryset: QuerySet[IdempotencyKey]) -> None:
         using = self.write_database()
         selected = queryset.count()
-        now = timezone.now()
+        now = database_now(using)
         seen = list(
             queryset.using(using).filter(expires_at__gt=now).values_list("pk", "token", "state")
         )

@@ -8,15 +8,19 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from django_idempotency.clock import database_now
+
 
 class IdempotencyKeyQuerySet(models.QuerySet["IdempotencyKey"]):
+    """Records by state and expiry; "now" is the database's clock unless given (DESIGN §1)."""
+
     def expired(self, now: datetime | None = None) -> IdempotencyKeyQuerySet:
         """Return records whose expiry (lease for in-flight keys, retention otherwise) passed."""
-        return self.filter(expires_at__lte=now or timezone.now())
+        return self.filter(expires_at__lte=now or database_now(self.db))
 
     def live(self, now: datetime | None = None) -> IdempotencyKeyQuerySet:
         """Return records that still answer requests."""
-        return self.filter(expires_at__gt=now or timezone.now())
+        return self.filter(expires_at__gt=now or database_now(self.db))
 
     def in_flight(self) -> IdempotencyKeyQuerySet:
         return self.filter(state=IdempotencyKey.State.IN_FLIGHT)
@@ -25,7 +29,7 @@ class IdempotencyKeyQuerySet(models.QuerySet["IdempotencyKey"]):
         self, now: datetime | None = None, *, grace: timedelta = timedelta(0)
     ) -> IdempotencyKeyQuerySet:
         """Return expired records, keeping in-flight ones until ``grace`` after their lease."""
-        now = now or timezone.now()
+        now = now or database_now(self.db)
         finished = ~models.Q(state=IdempotencyKey.State.IN_FLIGHT)
         stale = models.Q(state=IdempotencyKey.State.IN_FLIGHT, expires_at__lte=now - grace)
         return self.expired(now).filter(finished | stale)

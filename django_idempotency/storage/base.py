@@ -5,8 +5,9 @@ from __future__ import annotations
 import abc
 import contextlib
 import secrets
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -45,13 +46,26 @@ class Record:
 
 @dataclass(frozen=True)
 class Claim:
-    """Proof that the caller owns (scope, key) until ``expires_at``, fenced by ``token``."""
+    """Proof that the caller owns (scope, key) until ``expires_at``, fenced by ``token``.
+
+    ``expires_at`` and ``claimed_at`` are read on the store's clock; ``claimed_monotonic`` is
+    the app's monotonic clock at the same moment, so ``store_now()`` can tell the store's time
+    later without asking the store again or trusting the app server's wall clock.
+    """
 
     scope: str
     key: str
     fingerprint: str
     token: str
     expires_at: datetime
+    claimed_at: datetime | None = None
+    claimed_monotonic: float = field(default_factory=time.monotonic, compare=False)
+
+    def store_now(self) -> datetime | None:
+        """Return the store's time now, as measured from the claim; ``None`` if not known."""
+        if self.claimed_at is None:
+            return None
+        return self.claimed_at + timedelta(seconds=time.monotonic() - self.claimed_monotonic)
 
 
 class StorageError(Exception):

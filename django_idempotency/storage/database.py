@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
+from django_idempotency.clock import now_sql, to_datetime
 from django_idempotency.conf import idempotency_settings
 from django_idempotency.models import IdempotencyKey
 from django_idempotency.storage.base import (
@@ -40,6 +40,11 @@ class DatabaseStorage(Storage):
     operations so it runs on every database Django supports: compiling the same three
     ORM queries cost more than the view it protects (docs/benchmarks.md). Operators'
     tools (admin, purge) use the ORM.
+
+    Leases and retention are measured by the database server's clock (``clock.now_sql``),
+    read by the claim's own SELECT, so app servers whose clocks disagree agree on when a
+    lease ends. ``clock`` is the app's clock, used only where the database's is the app's
+    (SQLite) or unknown.
     """
 
     is_transactional = True
@@ -68,11 +73,10 @@ class DatabaseStorage(Storage):
         sql = _statements(connection)
         try:
             for _attempt in range(_CLAIM_ATTEMPTS):
-                now = self.clock()
-                row = _fetch_one(connection, sql.select, [scope, key])
-                if row is not None and _to_datetime(row[4]) > now:
+                now, row = self._read(connection, sql, scope, key)
+                if row is not None and to_datetime(row[4]) > now:
                     return _to_record(scope, key, row)
-                claim = Claim(scope, key, fingerprint, new_token(), now + lease)
+                claim = Claim(scope, key, fingerprint, new_token(), now + lease, claimed_at=now)
                 fresh = [
                     State.IN_FLIGHT.value,
                     fingerprint,
@@ -111,7 +115,10 @@ class DatabaseStorage(Storage):
         self, claim: Claim, response: StoredResponse, *, ttl: timedelta, replayable: bool = True
     ) -> None:
         connection = connections[self.using]
-        now = self.clock()
+        sql = _statements(connection)
+        # The store's time, told from the claim's reading of it; the fence itself compares
+        # with the database's clock in SQL.
+        now = claim.store_now() or self.clock()
         state = State.COMPLETED if replayable else State.NOT_REPLAYABLE
         params = [
             state.value,
@@ -124,10 +131,10 @@ class DatabaseStorage(Storage):
             claim.key,
             claim.token,
             State.IN_FLIGHT.value,
-            _adapt_datetime(connection, now),
+            *sql.now_params(connection, self.clock),
         ]
         try:
-            completed = _execute(connection, _statements(connection).complete, params)
+            completed = _execute(connection, sql.complete, params)
         except DatabaseError as exc:
             raise StorageUnavailable(_UNAVAILABLE) from exc
         if not completed:
@@ -144,12 +151,20 @@ class DatabaseStorage(Storage):
     def get(self, scope: str, key: str) -> Record | None:
         connection = connections[self.using]
         try:
-            row = _fetch_one(connection, _statements(connection).select, [scope, key])
+            now, row = self._read(connection, _statements(connection), scope, key)
         except DatabaseError as exc:
             raise StorageUnavailable(_UNAVAILABLE) from exc
-        if row is None or _to_datetime(row[4]) <= self.clock():
+        if row is None or to_datetime(row[4]) <= now:
             return None
         return _to_record(scope, key, row)
+
+    def _read(
+        self, connection: BaseDatabaseWrapper, sql: _Statements, scope: str, key: str
+    ) -> tuple[datetime, tuple[Any, ...] | None]:
+        """Return the store's time and the record's row (``None`` if absent) in one query."""
+        now, *row = _fetch_one(connection, sql.select, [scope, key]) or (None,)
+        store_now = self.clock() if now is None else to_datetime(now)
+        return store_now, (tuple(row) if row and row[0] is not None else None)
 
     def is_rollback_marked(self) -> bool:
         return transaction.get_rollback(using=self.using)
@@ -165,6 +180,9 @@ class _Statements:
 
     def __init__(self, connection: BaseDatabaseWrapper) -> None:
         q = connection.ops.quote_name
+        database_now = now_sql(connection)
+        #: Whether the fences compare with the app's clock, passed as a parameter.
+        self.uses_app_clock = database_now is None
         table = q(IdempotencyKey._meta.db_table)
         pk, scope, key, state, fingerprint, token = map(
             q, ["id", "scope", "key", "state", "fingerprint", "token"]
@@ -173,10 +191,15 @@ class _Statements:
             q, ["method", "path", "created_at", "completed_at", "expires_at"]
         )
         status, headers, body = map(q, ["response_status", "response_headers", "response_body"])
-        # Column order is the order _to_record reads.
+        # The store's time first (NULL: the app's clock), then the record's columns in the
+        # order _to_record reads, all NULL when there is no record: the one-row subquery
+        # makes the database answer its time even then.
+        one = f"(SELECT 1 AS {q('one')}{connection.features.bare_select_suffix}) {q('one')}"
+        record = [pk, state, fingerprint, token, expires_at, status, headers, body]
         self.select = (
-            f"SELECT {pk}, {state}, {fingerprint}, {token}, {expires_at}, {status}, {headers}, "
-            f"{body} FROM {table} WHERE {scope} = %s AND {key} = %s"
+            f"SELECT {database_now or 'NULL'}, "
+            + ", ".join(f"{table}.{column}" for column in record)
+            + f" FROM {one} LEFT JOIN {table} ON {table}.{scope} = %s AND {table}.{key} = %s"
         )
         columns = (
             f"{scope}, {key}, {state}, {fingerprint}, {token}, {method}, {path}, "
@@ -194,20 +217,27 @@ class _Statements:
             f"UPDATE {table} SET {state} = %s, {completed_at} = %s, {expires_at} = %s, "
             f"{status} = %s, {headers} = %s, {body} = %s "
             f"WHERE {scope} = %s AND {key} = %s AND {token} = %s AND {state} = %s "
-            f"AND {expires_at} > %s"
+            f"AND {expires_at} > {database_now or '%s'}"
         )
         self.release = (
             f"DELETE FROM {table} WHERE {scope} = %s AND {key} = %s AND {token} = %s "
             f"AND {state} = %s"
         )
 
+    def now_params(
+        self, connection: BaseDatabaseWrapper, clock: Callable[[], datetime]
+    ) -> list[Any]:
+        """Return the parameter a fence needs for "now": none when the database tells it."""
+        return [_adapt_datetime(connection, clock())] if self.uses_app_clock else []
 
-_STATEMENTS: dict[tuple[type[BaseDatabaseWrapper], str], _Statements] = {}
+
+_STATEMENTS: dict[tuple[type[BaseDatabaseWrapper], str, bool], _Statements] = {}
 
 
 def _statements(connection: BaseDatabaseWrapper) -> _Statements:
-    # Quoting rules belong to the backend class; the table name could be swapped in tests.
-    cache_key = (type(connection), IdempotencyKey._meta.db_table)
+    # Quoting rules belong to the backend class; the table name could be swapped in tests,
+    # and USE_TZ decides which clock MySQL's fences read.
+    cache_key = (type(connection), IdempotencyKey._meta.db_table, settings.USE_TZ)
     statements = _STATEMENTS.get(cache_key)
     if statements is None:
         statements = _STATEMENTS[cache_key] = _Statements(connection)
@@ -237,16 +267,6 @@ def _adapt_json(connection: BaseDatabaseWrapper, value: Any) -> Any:
     return connection.ops.adapt_json_value(value, None)
 
 
-def _to_datetime(value: Any) -> datetime:
-    # SQLite returns text, MySQL naive UTC, PostgreSQL aware datetimes.
-    if isinstance(value, str):
-        value = parse_datetime(value)
-    if settings.USE_TZ and timezone.is_naive(value):
-        value = value.replace(tzinfo=UTC)
-    assert isinstance(value, datetime)
-    return value
-
-
 def _to_record(scope: str, key: str, row: Sequence[Any]) -> Record:
     _pk, raw_state, fingerprint, token, expires_at, status, headers, body = row
     state = State(raw_state)
@@ -264,6 +284,6 @@ def _to_record(scope: str, key: str, row: Sequence[Any]) -> Record:
         state=state,
         fingerprint=fingerprint,
         token=token,
-        expires_at=_to_datetime(expires_at),
+        expires_at=to_datetime(expires_at),
         response=response,
     )

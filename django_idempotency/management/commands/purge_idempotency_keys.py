@@ -9,9 +9,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connections, router, transaction
-from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from django_idempotency.clock import database_now
 from django_idempotency.conf import idempotency_settings
 from django_idempotency.models import IdempotencyKey
 
@@ -112,8 +112,8 @@ class Command(BaseCommand):
         )
         if using not in connections:
             raise CommandError(f"Unknown database {using!r}.")
-        now = timezone.now()
         try:
+            now = database_now(using)
             if options["dry_run"]:
                 self.report_dry_run(using, now=now, grace=grace, verbosity=verbosity)
             else:
