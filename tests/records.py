@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from django_idempotency.conf import idempotency_settings
 from django_idempotency.models import IdempotencyKey
 from django_idempotency.policy import get_storage
@@ -15,7 +17,15 @@ def stored_records() -> list[tuple[str, str, str]]:
         return sorted(IdempotencyKey.objects.values_list("scope", "key", "state"))
     client = storage._client()
     records = []
-    for name in client.scan_iter(match=storage.record_key("*", "*").split("{")[0] + "*"):
+    for name in redis_record_names(storage):
         scope, key, state = client.hmget(name, "scope", "key", "state")
         records.append((scope.decode(), key.decode(), state.decode()))
     return sorted(records)
+
+
+def redis_record_names(storage: CacheStorage, key: str | None = None) -> Iterator[bytes]:
+    """Yield the Redis key of each record ``storage`` holds (only those of ``key``, if given)."""
+    client = storage._client()
+    for name in client.scan_iter(match=storage.record_key("*", "*").split("{")[0] + "*"):
+        if key is None or client.hget(name, "key") == key.encode():
+            yield name

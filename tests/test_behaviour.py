@@ -24,6 +24,7 @@ from django_idempotency.scopes import default_scope
 from django_idempotency.signals import idempotency_failed_open
 from django_idempotency.storage import DatabaseStorage
 from tests.factories import UserFactory
+from tests.leases import expire_now
 from tests.testapp.models import Execution
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -376,8 +377,9 @@ def test_mismatch__against_an_in_flight_key_is_422(client: Client, url: str):
 
 
 def test_expired_lease__next_request_takes_over_with_a_new_token(client: Client, url: str):
-    claim_in_flight(client, url, {"label": "pay"}, "k", lease=timedelta(milliseconds=1))
+    claim_in_flight(client, url, {"label": "pay"}, "k", lease=timedelta(seconds=60))
     crashed_token = IdempotencyKey.objects.get().token
+    expire_now("k")  # the crashed owner's lease ends, by the store's clock
 
     response = send(client, url, {"label": "pay"}, key="k")
 

@@ -77,7 +77,7 @@ def executions() -> int:
 
 
 def vary(response: Any) -> list[str]:
-    """The response's Vary header names, lower-cased (parsed here: Django 6.1 made its parser private)."""
+    """The response's Vary header names, lower-cased (Django 6.1 made its parser private)."""
     return [name.strip().lower() for name in response.get("Vary", "").split(",") if name.strip()]
 
 

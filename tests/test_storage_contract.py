@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import timedelta
 
@@ -19,12 +18,9 @@ from django_idempotency.storage import (
     Storage,
     StoredResponse,
 )
+from tests.leases import expire_now
 
 LONG = timedelta(seconds=30)
-# Short enough to wait out with a real sleep, long enough that a loaded CI machine still
-# reaches the next storage call before it ends.
-SHORT = timedelta(milliseconds=300)
-PAST_SHORT = 0.6
 
 BODY = bytes(range(256)) * 8 + b"\x00\r\n\xff"
 RESPONSE = StoredResponse(
@@ -168,8 +164,8 @@ def test_get__returns_in_flight_record(storage: Storage, key: str) -> None:
 
 
 def test_claim__takes_over_expired_lease_with_new_token(storage: Storage, key: str) -> None:
-    crashed = claim(storage, key, lease=SHORT)
-    time.sleep(PAST_SHORT)
+    crashed = claim(storage, key)
+    expire_now(key, storage=storage)
 
     assert storage.get("scope-a", key) is None
     successor = storage.claim("scope-a", key, "fp-2", lease=LONG)
@@ -182,8 +178,8 @@ def test_claim__takes_over_expired_lease_with_new_token(storage: Storage, key: s
 
 
 def test_complete__after_lease_ended_raises_ownership_lost(storage: Storage, key: str) -> None:
-    slow = claim(storage, key, lease=SHORT)
-    time.sleep(PAST_SHORT)
+    slow = claim(storage, key)
+    expire_now(key, storage=storage)
 
     with pytest.raises(OwnershipLost):
         storage.complete(slow, RESPONSE, ttl=timedelta(hours=1))
@@ -192,8 +188,8 @@ def test_complete__after_lease_ended_raises_ownership_lost(storage: Storage, key
 
 
 def test_complete__stale_owner_cannot_overwrite_new_owner(storage: Storage, key: str) -> None:
-    stale = claim(storage, key, lease=SHORT)
-    time.sleep(PAST_SHORT)
+    stale = claim(storage, key)
+    expire_now(key, storage=storage)
     current = claim(storage, key)
 
     with pytest.raises(OwnershipLost):
@@ -220,8 +216,8 @@ def test_release__forgets_own_claim_so_retry_claims_again(storage: Storage, key:
 
 
 def test_release__stale_owner_cannot_delete_new_owner(storage: Storage, key: str) -> None:
-    stale = claim(storage, key, lease=SHORT)
-    time.sleep(PAST_SHORT)
+    stale = claim(storage, key)
+    expire_now(key, storage=storage)
     current = claim(storage, key)
 
     assert storage.release(stale) is False
@@ -244,10 +240,10 @@ def test_release__leaves_completed_record(storage: Storage, key: str) -> None:
 
 def test_complete__record_expires_after_ttl(storage: Storage, key: str) -> None:
     owner = claim(storage, key)
-    storage.complete(owner, RESPONSE, ttl=SHORT)
+    storage.complete(owner, RESPONSE, ttl=timedelta(hours=1))
     assert storage.get("scope-a", key) is not None
 
-    time.sleep(PAST_SHORT)
+    expire_now(key, storage=storage)
 
     assert storage.get("scope-a", key) is None
     again = storage.claim("scope-a", key, "fp-1", lease=LONG)
@@ -259,14 +255,14 @@ def test_complete__record_expires_after_ttl(storage: Storage, key: str) -> None:
 
 
 def test_complete__completed_record_outlives_its_lease(storage: Storage, key: str) -> None:
-    owner = claim(storage, key, lease=SHORT)
-    storage.complete(owner, RESPONSE, ttl=LONG)
-
-    time.sleep(PAST_SHORT)
+    owner = claim(storage, key)
+    storage.complete(owner, RESPONSE, ttl=timedelta(hours=1))
 
     replay = storage.claim("scope-a", key, "fp-1", lease=LONG)
     assert isinstance(replay, Record)
     assert replay.response == RESPONSE
+    # Retention replaced the lease: the record now lives for the TTL, not the 30 s lease.
+    assert replay.expires_at > owner.expires_at + timedelta(minutes=30)
 
 
 def test_claim__scopes_are_isolated(storage: Storage, key: str) -> None:

@@ -1,7 +1,9 @@
 """An owner slower than its lease: it cannot complete, and its writes do not survive.
 
-The lease is 1 s; the first run of the view sleeps longer (after making its writes), the
-runs after it do not. With DatabaseStorage the owner's writes and the stored response share
+The lease is 1 s; the first run of the view, after making its writes, pauses until its lease
+has ended by the store's clock (or until the test lets it go, after ending the lease in the
+store and taking the key over): no sleep guesses how long that takes. The runs after it do
+not pause. With DatabaseStorage the owner's writes and the stored response share
 one transaction, so a late owner answers 409 ``idempotency_lease_expired`` and its writes
 roll back: exactly one business write survives, the one of whoever completed.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,13 +24,11 @@ from django.http.response import HttpResponseBase
 from django.test import Client, override_settings
 
 from django_idempotency.exceptions import IdempotencyLeaseExpired
+from tests.leases import expire_now, wait_for_expiry
 from tests.testapp import views
 from tests.testapp.models import Execution, Order
 
 LEASE = 1.0
-OWNER_SECONDS = 2.0
-# How long after the owner's view started the second request comes: past the lease.
-TAKEOVER_AFTER = LEASE + 0.2
 JOIN_SECONDS = 30.0
 # Every request comes from one caller, by Basic auth: DRF authenticates it, and the
 # middleware scopes a plain view's caller by the header's hash.
@@ -102,20 +101,20 @@ def short_lease() -> Iterator[None]:
 
 
 @pytest.fixture
-def first_run_is_slow(
+def first_run_pauses(
     entry: EntryPoint, monkeypatch: pytest.MonkeyPatch
-) -> Callable[[float], threading.Event]:
-    """Make the view's first run sleep after its writes; return an event set as it starts to."""
+) -> Callable[[Callable[[], object]], threading.Event]:
+    """Make the view's first run call ``pause`` after its writes; return an event set as it does."""
 
-    def arrange(seconds: float) -> threading.Event:
+    def arrange(pause: Callable[[], object]) -> threading.Event:
         started = threading.Event()
-        delays = iter([seconds])
+        pauses = iter([pause])
 
         def after_writes() -> None:
-            delay = next(delays, 0.0)
-            if delay:
+            first = next(pauses, None)
+            if first is not None:
                 started.set()
-                time.sleep(delay)
+                first()
 
         entry.patch(monkeypatch, after_writes)
         return started
@@ -175,10 +174,10 @@ def send_in_thread(entry: EntryPoint, key: str) -> tuple[threading.Thread, list[
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("short_lease")
 def test_takeover__owner_slower_than_its_lease_cannot_complete_and_rolls_back(
-    entry: EntryPoint, first_run_is_slow: Callable[[float], threading.Event]
+    entry: EntryPoint, first_run_pauses: Callable[[Callable[[], object]], threading.Event]
 ) -> None:
-    first_run_is_slow(LEASE + 0.3)
     key = f"key-{uuid.uuid4()}"
+    first_run_pauses(lambda: wait_for_expiry(key))
 
     late = post(entry, key)
 
@@ -194,18 +193,20 @@ def test_takeover__owner_slower_than_its_lease_cannot_complete_and_rolls_back(
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("short_lease")
 def test_takeover__second_request_takes_over_while_the_owner_still_runs(
-    entry: EntryPoint, first_run_is_slow: Callable[[float], threading.Event]
+    entry: EntryPoint, first_run_pauses: Callable[[Callable[[], object]], threading.Event]
 ) -> None:
     # PostgreSQL only: on SQLite the owner's open write transaction locks out every other
     # writer, so nobody can take over while it runs.
-    started = first_run_is_slow(OWNER_SECONDS)
+    proceed = threading.Event()
+    started = first_run_pauses(lambda: proceed.wait(JOIN_SECONDS))
     key = f"key-{uuid.uuid4()}"
 
     owner, owner_answers = send_in_thread(entry, key)
     assert started.wait(timeout=JOIN_SECONDS)
-    time.sleep(TAKEOVER_AFTER)
+    expire_now(key)  # the owner's lease ends while it still runs
     taker = post(entry, key)
     assert owner.is_alive(), "the owner finished before the takeover; the test proves nothing"
+    proceed.set()
     owner.join(timeout=JOIN_SECONDS)
 
     assert (taker.status, taker.replayed) == (201, False)
@@ -226,19 +227,22 @@ def test_takeover__second_request_takes_over_while_the_owner_still_runs(
 )
 def test_takeover_cache__late_owner_keeps_its_response_but_cannot_store_it(
     entry: EntryPoint,
-    first_run_is_slow: Callable[[float], threading.Event],
+    first_run_pauses: Callable[[Callable[[], object]], threading.Event],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # CacheStorage shares no transaction with the view: a late owner's writes are already
     # committed, so it answers what it did. What the lease still guarantees is that its
     # completion is refused, and every later retry replays the taker's response.
-    started = first_run_is_slow(OWNER_SECONDS)
+    proceed = threading.Event()
+    started = first_run_pauses(lambda: proceed.wait(JOIN_SECONDS))
     key = f"key-{uuid.uuid4()}"
 
     owner, owner_answers = send_in_thread(entry, key)
     assert started.wait(timeout=JOIN_SECONDS)
-    time.sleep(TAKEOVER_AFTER)
+    expire_now(key)  # the owner's lease ends while it still runs
     taker = post(entry, key)
+    assert owner.is_alive(), "the owner finished before the takeover; the test proves nothing"
+    proceed.set()
     owner.join(timeout=JOIN_SECONDS)
 
     assert (taker.status, taker.replayed) == (201, False)
