@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from django.db import connection, connections
 from django.test import Client
 
 from django_idempotency.models import IdempotencyKey
+from tests.testapp import views
 from tests.testapp.models import Execution
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -22,7 +24,9 @@ def test_atomic_requests__claim_is_visible_while_the_view_runs(
     url: str, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
-    body = json.dumps({"label": "slow", "sleep": 1.5})
+    hold = f"hold-{uuid.uuid4()}"
+    release = views.HOLDS[hold] = threading.Event()
+    body = json.dumps({"label": "slow", "hold": hold})
     # One caller for both requests, scoped by the header's hash (DRF authenticates nothing).
     headers = {"Idempotency-Key": "k", "Authorization": "Bearer atomic-caller"}
     results: dict[str, Any] = {}
@@ -40,10 +44,11 @@ def test_atomic_requests__claim_is_visible_while_the_view_runs(
     deadline = time.monotonic() + 5
     while not IdempotencyKey.objects.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-    # The view is still sleeping inside its transaction; the claim must already be
-    # committed, or this duplicate would not see it and would run the view again.
+    # The view still waits inside its transaction; the claim must already be committed,
+    # or this duplicate would not see it and would run the view again.
     in_flight = IdempotencyKey.objects.get()
     duplicate = Client().post(url, body, content_type="application/json", headers=headers)
+    release.set()
     thread.join(10)
 
     assert in_flight.state == IdempotencyKey.State.IN_FLIGHT

@@ -155,7 +155,10 @@ def test_scope__another_users_in_flight_key_never_causes_a_409(
     users: tuple[Principal, Principal], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     alice, bob = users
-    key, payload = f"key-{uuid.uuid4()}", {"label": f"pay-{uuid.uuid4()}", "sleep": 1.5}
+    # Both views wait for this event, so they certainly still run while the test sends more.
+    hold_name = f"hold-{uuid.uuid4()}"
+    hold = views.HOLDS[hold_name] = threading.Event()
+    key, payload = f"key-{uuid.uuid4()}", {"label": f"pay-{uuid.uuid4()}", "hold": hold_name}
     answers: dict[str, Answer] = {}
     runs = threading.Semaphore(0)
     behave = views.behave
@@ -184,6 +187,7 @@ def test_scope__another_users_in_flight_key_never_causes_a_409(
     # Both users' requests are running now, with the same key and body.
     assert is_in_progress(alice.copy().post(key, payload))
     assert is_in_progress(bob.copy().post(key, payload))
+    hold.set()
     for thread in threads:
         thread.join(timeout=JOIN_SECONDS)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -19,17 +20,25 @@ from django_idempotency.decorators import idempotency_exempt, idempotent
 from django_idempotency.mixins import IdempotencyMixin
 from tests.testapp.models import Execution, Order
 
+#: Events a view named by its payload's ``hold`` waits on, set by the test that sent it.
+HOLDS: dict[str, threading.Event] = {}
+#: A held view goes on after this long, so a broken test fails instead of hanging.
+HOLD_LIMIT = 60.0
+
 
 def behave(payload: dict[str, Any], label: str) -> HttpResponse:
     """Record one execution, then answer as the payload asks.
 
-    Payload keys: ``status``, ``sleep`` (seconds), ``raise`` (bool), ``binary`` (bool),
+    Payload keys: ``status``, ``sleep`` (seconds), ``hold`` (the name of an event in
+    ``HOLDS`` to wait for), ``raise`` (bool), ``binary`` (bool),
     ``stream`` (bool), ``file`` (bool), ``size`` (body bytes), ``set_cookie`` (bool),
     ``location`` (str), ``rollback`` (bool: mark the transaction for rollback).
     """
     Execution.objects.create(label=label)
     if payload.get("sleep"):
         time.sleep(float(payload["sleep"]))
+    if payload.get("hold"):
+        HOLDS[payload["hold"]].wait(HOLD_LIMIT)
     if payload.get("raise"):
         raise RuntimeError("the view failed")
     status = int(payload.get("status", 201))
