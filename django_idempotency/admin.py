@@ -13,6 +13,7 @@ from typing import Any, cast
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import ImproperlyConfigured
 from django.core.paginator import Paginator
 from django.db import connections, router, transaction
 from django.db.models import Max, Min, Q, QuerySet
@@ -290,7 +291,9 @@ class MethodFilter(admin.SimpleListFilter):
     parameter_name = "method"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        methods = idempotency_settings.METHODS | {"POST", "PUT", "PATCH", "DELETE"}
+        methods = {"POST", "PUT", "PATCH", "DELETE"}
+        with contextlib.suppress(ImproperlyConfigured):  # a bad setting breaks no admin page
+            methods |= idempotency_settings.METHODS
         return [(method, method) for method in sorted(methods)]
 
     def queryset(

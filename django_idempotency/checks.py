@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from fnmatch import fnmatchcase
 from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 from django.middleware.gzip import GZipMiddleware
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils.module_loading import import_string
@@ -22,42 +24,22 @@ from django_idempotency.decorators import (
     is_handled_by_middleware,
 )
 from django_idempotency.validation import (
-    OPTION_VALIDATORS,
+    IMPORTABLE_CALLABLE,  # noqa: F401  (kept importable from here)
     SAFE_METHODS,
-    Validator,
-    is_importable_callable,
+    SETTING_PREFIX,
+    SETTING_VALIDATORS,
+    did_you_mean,
 )
 
 MIDDLEWARE_PATH = "django_idempotency.middleware.IdempotencyMiddleware"
 AUTHENTICATION_MIDDLEWARE_PATH = "django.contrib.auth.middleware.AuthenticationMiddleware"
 
 
-IMPORTABLE_CALLABLE = "a callable or the importable dotted path of one"
-
-
-_VALIDATORS: dict[str, Validator] = {
-    "IDEMPOTENCY_STORAGE": (lambda v: isinstance(v, str), "a dotted path to a storage class"),
-    "IDEMPOTENCY_DATABASE": (
-        lambda v: v is None or v in settings.DATABASES,
-        "None or a key of DATABASES",
-    ),
-    "IDEMPOTENCY_CACHE_ALIAS": (lambda v: isinstance(v, str), "a cache alias (str)"),
-    "IDEMPOTENCY_HEADER": (lambda v: isinstance(v, str) and bool(v), "a header name (str)"),
-    **{
-        f"IDEMPOTENCY_{option.upper()}": validator
-        for option, validator in OPTION_VALIDATORS.items()
-        if option not in ("storage", "scope", "fingerprint")
-    },
-    "IDEMPOTENCY_SCOPE": (is_importable_callable, IMPORTABLE_CALLABLE),
-    "IDEMPOTENCY_FINGERPRINT": (is_importable_callable, IMPORTABLE_CALLABLE),
-}
-
-
 @register()
 def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     """Report ``IDEMPOTENCY_*`` settings of the wrong type or range (E001)."""
     errors: list[CheckMessage] = []
-    for name, (is_valid, expected) in _VALIDATORS.items():
+    for name, (is_valid, expected) in SETTING_VALIDATORS.items():
         value = getattr(settings, name, DEFAULTS[name])
         if not is_valid(value):
             errors.append(
@@ -69,6 +51,35 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                 )
             )
     return errors
+
+
+#: ``IDEMPOTENCY_*`` settings that belong to other idempotency packages, as ``fnmatch``
+#: patterns: a project migrating from one still has them, so W003 leaves them alone.
+OTHER_PACKAGES_SETTINGS = ("IDEMPOTENCY_KEY", "IDEMPOTENCY_KEY_*")
+
+
+@register()
+def check_unknown_settings(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Warn about ``IDEMPOTENCY_*`` settings this app does not know, misspellings first (W003)."""
+    unknown = sorted(
+        name
+        for name in dir(settings)
+        if name.startswith(SETTING_PREFIX)
+        and name not in DEFAULTS
+        and not any(fnmatchcase(name, pattern) for pattern in OTHER_PACKAGES_SETTINGS)
+    )
+    return [
+        Warning(
+            f"{name} is not a django-idempotency setting, so it has no effect "
+            f"({did_you_mean(name, DEFAULTS)}).",
+            hint="Rename it to the setting you meant, or remove it. If another package reads "
+            'it, add "django_idempotency.W003" to SILENCED_SYSTEM_CHECKS.',
+            id="django_idempotency.W003",
+        )
+        for name in unknown
+    ]
 
 
 @register()
@@ -125,11 +136,14 @@ def check_required_everywhere(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
     """Warn that a global ``IDEMPOTENCY_REQUIRED`` also covers forms such as the admin (W001)."""
-    if not getattr(settings, "IDEMPOTENCY_REQUIRED", False):
-        return []
+    if getattr(settings, "IDEMPOTENCY_REQUIRED", False) is not True:
+        return []  # not required, or not a bool (E001 reports that)
     if MIDDLEWARE_PATH not in settings.MIDDLEWARE:
         return []
-    methods = " and ".join(sorted(idempotency_settings.METHODS))
+    try:
+        methods = " and ".join(sorted(idempotency_settings.METHODS))
+    except ImproperlyConfigured:  # E001 reports a bad IDEMPOTENCY_METHODS
+        return []
     return [
         Warning(
             "IDEMPOTENCY_REQUIRED is True with IdempotencyMiddleware installed, so every "
@@ -177,7 +191,7 @@ def check_drf_views_without_mixin(
         return []
     try:
         covered = idempotency_settings.METHODS - SAFE_METHODS
-    except Exception:  # a bad IDEMPOTENCY_METHODS is E001's to report
+    except ImproperlyConfigured:  # a bad IDEMPOTENCY_METHODS is E001's to report
         return []
     unprotected = sorted(
         {

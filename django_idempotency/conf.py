@@ -1,4 +1,4 @@
-"""Typed, lazily read ``IDEMPOTENCY_*`` settings."""
+"""Typed, lazily read ``IDEMPOTENCY_*`` settings, each validated as it is read."""
 
 from __future__ import annotations
 
@@ -7,34 +7,17 @@ from datetime import timedelta
 from typing import Any, Literal, cast
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
+
+from django_idempotency.validation import SETTING_DEFAULTS, setting_problem
 
 OnConflict = Literal["reject", "wait"]
 #: How keyed requests without a principal are scoped (docs/behaviour.md, "Security model").
 AnonymousMode = Literal["session", "refuse", "shared"]
 
-DEFAULTS: dict[str, Any] = {
-    "IDEMPOTENCY_STORAGE": "django_idempotency.storage.DatabaseStorage",
-    "IDEMPOTENCY_DATABASE": None,
-    "IDEMPOTENCY_CACHE_ALIAS": "default",
-    "IDEMPOTENCY_HEADER": "Idempotency-Key",
-    "IDEMPOTENCY_METHODS": ("POST", "PATCH"),
-    "IDEMPOTENCY_REQUIRED": False,
-    "IDEMPOTENCY_TTL": timedelta(hours=24),
-    "IDEMPOTENCY_LEASE": timedelta(seconds=60),
-    "IDEMPOTENCY_ON_CONFLICT": "reject",
-    "IDEMPOTENCY_WAIT_TIMEOUT": timedelta(seconds=5),
-    "IDEMPOTENCY_RETRY_AFTER": timedelta(seconds=1),
-    "IDEMPOTENCY_MISMATCH_STATUS": 422,
-    "IDEMPOTENCY_REPLAY_HEADERS": (),
-    "IDEMPOTENCY_MAX_RESPONSE_SIZE": 1024 * 1024,
-    "IDEMPOTENCY_ATOMIC": True,
-    "IDEMPOTENCY_STORE_SERVER_ERRORS": True,
-    "IDEMPOTENCY_FAIL_OPEN": False,
-    "IDEMPOTENCY_ANONYMOUS": "session",
-    "IDEMPOTENCY_SCOPE": "django_idempotency.scopes.default_scope",
-    "IDEMPOTENCY_FINGERPRINT": "django_idempotency.fingerprints.default_fingerprint",
-}
+#: Each ``IDEMPOTENCY_*`` setting's default, derived from the one table of options.
+DEFAULTS: dict[str, Any] = SETTING_DEFAULTS
 
 #: Headers a replay carries by default (DESIGN §3); settings and views may add more.
 DEFAULT_REPLAY_HEADERS = frozenset(
@@ -79,10 +62,29 @@ def to_timedelta(value: timedelta | int | float) -> timedelta:
 
 
 class IdempotencySettings:
-    """Read each setting from ``django.conf.settings`` on access, so overrides apply."""
+    """Read each setting from ``django.conf.settings`` on access, so overrides apply.
+
+    A value that is not valid raises ``ImproperlyConfigured`` naming the setting and what it
+    must be, never a bare error from deeper down: servers such as gunicorn run no system
+    checks, so this is what the log shows (docs/settings.md, "Bad settings").
+    """
+
+    def validate(self) -> None:
+        """Raise ``ImproperlyConfigured`` naming every setting that is not valid."""
+        problems = [
+            problem
+            for name in DEFAULTS
+            if (problem := setting_problem(name, getattr(settings, name, DEFAULTS[name])))
+        ]
+        if problems:
+            raise ImproperlyConfigured(f"{'; '.join(problems)}.")
 
     def _get(self, name: str) -> Any:
-        return getattr(settings, name, DEFAULTS[name])
+        value = getattr(settings, name, DEFAULTS[name])
+        problem = setting_problem(name, value)
+        if problem is not None:
+            raise ImproperlyConfigured(f"{problem}.")
+        return value
 
     @property
     def STORAGE(self) -> str:
@@ -158,6 +160,7 @@ class IdempotencySettings:
 
     @property
     def SCOPE(self) -> Callable[..., str]:
+        # Validated by importing it (validation.is_importable_callable).
         return resolve_callable(self._get("IDEMPOTENCY_SCOPE"))
 
     @property

@@ -60,14 +60,12 @@ def begin(request: HttpRequest, policy: Policy) -> Execution | HttpResponse | No
     to send instead of running the view (a replay), or an ``Execution`` when this request
     owns the key and must run the view. Raise an ``IdempotencyError`` for every problem.
     """
+    if not policy.applies_to(request):
+        return None
     method = (request.method or "").upper()
-    if not policy.covers(method):
-        return None
     raw_key = request.headers.get(policy.header)
-    if raw_key is None:
-        if policy.required:
-            raise IdempotencyKeyMissing
-        return None
+    if raw_key is None:  # covered without a key: only when one is required
+        raise IdempotencyKeyMissing
     key = parse_key(raw_key)
     scope = policy.scope(request)
     if scope == ANONYMOUS:

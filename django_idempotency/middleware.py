@@ -12,7 +12,7 @@ from django.http.response import HttpResponseBase
 from django_idempotency import engine
 from django_idempotency.decorators import get_view_options, is_handled_by_middleware
 from django_idempotency.exceptions import IdempotencyError
-from django_idempotency.policy import Policy
+from django_idempotency.policy import policy_for
 from django_idempotency.responses import problem_response
 
 _EXECUTION_ATTRIBUTE = "_idempotency_execution"
@@ -63,7 +63,9 @@ class IdempotencyMiddleware:
     ) -> HttpResponseBase | None:
         if not is_handled_by_middleware(view_func):
             return None
-        policy = Policy.build(get_view_options(view_func))
+        policy = policy_for(request, get_view_options(view_func))
+        if policy is None:
+            return None
         try:
             decision = engine.begin(request, policy)
         except IdempotencyError as error:

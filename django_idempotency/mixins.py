@@ -24,9 +24,9 @@ from django_idempotency.conf import (
 )
 from django_idempotency.decorators import HANDLED_BY_VIEW_ATTRIBUTE
 from django_idempotency.exceptions import IdempotencyError
-from django_idempotency.policy import OPTION_NAMES, Policy
+from django_idempotency.policy import OPTION_NAMES, Policy, policy_for
 from django_idempotency.storage.base import Storage
-from django_idempotency.validation import SAFE_METHODS, validate_options
+from django_idempotency.validation import SAFE_METHODS, did_you_mean, validate_options
 
 
 class IdempotencyAPIException(exceptions.APIException):
@@ -83,9 +83,9 @@ class IdempotencyMixin:
                 f"{cls.__qualname__} must list IdempotencyMixin before its DRF view class: "
                 f"class {cls.__name__}(IdempotencyMixin, ...)."
             )
-        validate_options(
-            cls.idempotency_class_options(), owner=f"{cls.__module__}.{cls.__qualname__}"
-        )
+        owner = f"{cls.__module__}.{cls.__qualname__}"
+        _refuse_unknown_names(cls, owner)
+        validate_options(cls.idempotency_class_options(), owner=owner, prefix="idempotency_")
 
     idempotency_required: bool | None = None
     idempotency_methods: Iterable[str] | None = None
@@ -127,7 +127,12 @@ class IdempotencyMixin:
 
     @classmethod
     def _idempotency_claim_alias(cls) -> str | None:
-        policy = Policy.build(cls.idempotency_class_options())
+        try:
+            policy = Policy.build(cls.idempotency_class_options())
+        except ImproperlyConfigured:
+            # A bad setting: Django keeps its own ATOMIC_REQUESTS transaction, in which a
+            # covered request is refused (initial() raises) and an uncovered one runs.
+            return None
         return policy.storage.using if policy.is_atomic else None
 
     # Hooks: override to decide per request.
@@ -190,7 +195,10 @@ class IdempotencyMixin:
         # Authentication, permissions and throttles run first: the scope is the DRF user,
         # and a request refused by them never claims a key.
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
-        policy = Policy.build(self.get_idempotency_options())
+        policy = policy_for(request, self.get_idempotency_options())
+        if policy is None:  # a bad setting, and a request the layer does not cover
+            self._open_request_transaction(type(self)._idempotency_claim_alias())
+            return
         try:
             decision = engine.begin(request, policy)
         except IdempotencyError as error:
@@ -201,7 +209,7 @@ class IdempotencyMixin:
             decision.enter()
             self._idempotency_execution = decision
             return
-        self._open_request_transaction(policy)
+        self._open_request_transaction(policy.storage.using if policy.is_atomic else None)
 
     def handle_exception(self, exc: Exception) -> Any:
         if isinstance(exc, _Replay):
@@ -223,10 +231,9 @@ class IdempotencyMixin:
             failure = self.handle_exception(IdempotencyAPIException(error))
             return super().finalize_response(request, failure, *args, **kwargs)  # type: ignore[misc]
 
-    def _open_request_transaction(self, policy: Policy) -> None:
+    def _open_request_transaction(self, alias: str | None) -> None:
         # The view opted out of ATOMIC_REQUESTS on the claim's alias (see _NonAtomicFor);
         # a request that claims nothing still gets the transaction it was promised.
-        alias = policy.storage.using if policy.is_atomic else None
         if alias is not None and connections.settings[alias]["ATOMIC_REQUESTS"]:
             self._idempotency_atomic = transaction.atomic(using=alias)
             self._idempotency_atomic.__enter__()
@@ -246,9 +253,33 @@ def _keep_body(request: HttpRequest) -> None:
     # SessionAuthentication) would otherwise consume the stream before the fingerprint.
     if request.method in SAFE_METHODS:
         return
-    if idempotency_settings.HEADER not in request.headers:
-        return
+    try:
+        if idempotency_settings.HEADER not in request.headers:
+            return
+    except ImproperlyConfigured:
+        pass  # a bad IDEMPOTENCY_HEADER: the request counts as keyed (fail closed)
     try:
         request.body  # noqa: B018
     except Exception:  # the fingerprint meets the same error and reports it as a problem
         return
+
+
+#: What ``idempotency_*`` and ``get_idempotency_*`` names a view class may define: those of
+#: IdempotencyMixin itself (its options and hooks), filled in below the class.
+_KNOWN_NAMES: frozenset[str] = frozenset()
+_NAME_PREFIXES = ("idempotency_", "get_idempotency_")
+
+
+def _refuse_unknown_names(view_class: type, owner: str) -> None:
+    """Refuse a misspelled option or hook, which would otherwise be ignored without a word."""
+    for name in vars(view_class):
+        if name.startswith(_NAME_PREFIXES) and name not in _KNOWN_NAMES:
+            kind = "get_idempotency_" if name.startswith("get_") else "idempotency_"
+            known = sorted(known for known in _KNOWN_NAMES if known.startswith(kind))
+            raise ImproperlyConfigured(
+                f"{owner}: {name!r} is not an idempotency option or hook, so it would be "
+                f"ignored ({did_you_mean(name, known)})."
+            )
+
+
+_KNOWN_NAMES = frozenset(name for name in vars(IdempotencyMixin) if name.startswith(_NAME_PREFIXES))

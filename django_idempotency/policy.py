@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.http import HttpRequest
@@ -23,8 +26,14 @@ from django_idempotency.conf import (
     to_timedelta,
 )
 from django_idempotency.storage.base import Storage
-from django_idempotency.validation import OPTION_VALIDATORS, SAFE_METHODS, validate_options
+from django_idempotency.validation import (
+    OPTION_VALIDATORS,
+    SAFE_METHODS,
+    invalid_options,
+    validate_options,
+)
 
+logger = logging.getLogger(__name__)
 #: Per-view options, as ``@idempotent(name=...)`` keywords and ``idempotency_<name>`` attributes.
 OPTION_NAMES = tuple(OPTION_VALIDATORS)
 
@@ -62,6 +71,10 @@ class Policy:
         upper = method.upper()
         return upper in self.methods and upper not in SAFE_METHODS
 
+    def applies_to(self, request: HttpRequest) -> bool:
+        """Whether the layer acts on ``request`` (see ``applies_to``)."""
+        return applies_to(request, methods=self.methods, header=self.header, required=self.required)
+
     def should_replay_header(self, name: str) -> bool:
         lowered = name.lower()
         return lowered not in NEVER_REPLAYED_HEADERS and lowered in self.replay_headers
@@ -79,8 +92,75 @@ class Policy:
                 fields[name] = fields[name] | _lowered(value)
             else:
                 fields[name] = _CONVERTERS[name](value)
-        fields["storage"] = get_storage(fields["storage"])
+        if "storage" in given:
+            fields["storage"] = get_storage(fields["storage"], source="The storage option")
+        else:
+            fields["storage"] = get_storage(fields["storage"])
         return cls(**fields)
+
+
+def applies_to(
+    request: HttpRequest, *, methods: frozenset[str] | None, header: str | None, required: bool
+) -> bool:
+    """Whether the layer acts on ``request``: the one answer to "is this request covered?".
+
+    It is, when its method is covered (never a safe method) and it carries a key or must
+    carry one. ``None`` means the methods or the header are not known, because their
+    setting is bad: then every unsafe method counts as covered and every request as keyed
+    (fail closed, docs/settings.md "Bad settings").
+    """
+    method = (request.method or "").upper()
+    if method in SAFE_METHODS or (methods is not None and method not in methods):
+        return False
+    return required or header is None or header in request.headers
+
+
+def policy_for(request: HttpRequest, overrides: Mapping[str, Any] | None = None) -> Policy | None:
+    """Return the policy for ``request``, or None when a bad setting leaves it alone.
+
+    A bad setting or per-view value raises ``ImproperlyConfigured`` (naming it) for the
+    requests the layer covers, so their view never runs; requests it does not cover (safe
+    methods, unkeyed requests where keys are optional) go on as if the layer were absent,
+    and the problem is logged once.
+    """
+    try:
+        return Policy.build(overrides)
+    except ImproperlyConfigured as error:
+        if _applies_despite_misconfiguration(request, overrides or {}):
+            raise
+        _log_misconfiguration(str(error))
+        return None
+
+
+def _applies_despite_misconfiguration(request: HttpRequest, overrides: Mapping[str, Any]) -> bool:
+    # Decide coverage from what is valid; what is not counts as covering (fail closed).
+    methods: frozenset[str] | None = None
+    if overrides.get("methods") is not None:
+        if not invalid_options({"methods": overrides["methods"]}):
+            methods = _upper_methods(overrides["methods"])
+    else:
+        with contextlib.suppress(ImproperlyConfigured):
+            methods = _upper_methods(idempotency_settings.METHODS)
+    header: str | None = None
+    with contextlib.suppress(ImproperlyConfigured):
+        header = idempotency_settings.HEADER
+    required = True
+    if isinstance(overrides.get("required"), bool):
+        required = overrides["required"]
+    elif overrides.get("required") is None:
+        with contextlib.suppress(ImproperlyConfigured):
+            required = idempotency_settings.REQUIRED
+    return applies_to(request, methods=methods, header=header, required=required)
+
+
+@functools.cache
+def _log_misconfiguration(problem: str) -> None:
+    """Log a bad setting once (until a setting changes), when it first leaves a request alone."""
+    logger.error(
+        "django-idempotency is misconfigured: %s Requests it covers are refused with "
+        "ImproperlyConfigured until this is fixed; others go on unprotected by it.",
+        problem,
+    )
 
 
 @functools.cache
@@ -129,6 +209,7 @@ def _settings_fields() -> dict[str, Any]:
     The storage stays a dotted path here, so a view that overrides it never instantiates it.
     """
     s = idempotency_settings
+    s.validate()
     return {
         "storage": s.STORAGE,
         "header": s.HEADER,
@@ -155,19 +236,30 @@ def _lowered(names: Iterable[str]) -> frozenset[str]:
     return frozenset(name.lower() for name in names)
 
 
-def get_storage(storage: str | Storage) -> Storage:
-    """Return the storage a dotted path names (one instance per path), or the instance given."""
+def get_storage(storage: str | Storage, *, source: str = "IDEMPOTENCY_STORAGE") -> Storage:
+    """Return the storage a dotted path names (one instance per path), or the instance given.
+
+    A path that does not name a Storage class raises ``ImproperlyConfigured`` naming
+    ``source``, where the path came from.
+    """
     if isinstance(storage, Storage):
         return storage
+    try:
+        storage_class = import_string(storage)
+    except ImportError as exc:
+        raise ImproperlyConfigured(
+            f"{source} is {storage!r}, which cannot be imported ({exc})."
+        ) from exc
+    if not (isinstance(storage_class, type) and issubclass(storage_class, Storage)):
+        raise ImproperlyConfigured(
+            f"{source} is {storage!r}, which is not a django_idempotency Storage subclass."
+        )
     return _storage_for_path(storage)
 
 
 @functools.cache
 def _storage_for_path(path: str) -> Storage:
-    storage = import_string(path)()
-    if not isinstance(storage, Storage):
-        raise TypeError(f"{path} is not a django_idempotency Storage")
-    return storage
+    return cast(Storage, import_string(path)())
 
 
 @receiver(setting_changed)
@@ -176,3 +268,4 @@ def _forget_settings(*, setting: str, **kwargs: Any) -> None:
         _settings_fields.cache_clear()
         _settings_policy.cache_clear()
         _storage_for_path.cache_clear()
+        _log_misconfiguration.cache_clear()

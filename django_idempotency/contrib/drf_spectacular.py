@@ -12,6 +12,7 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import ComponentRegistry, ResolvedComponent
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter
 
+from django_idempotency.conf import idempotency_settings
 from django_idempotency.exceptions import (
     IdempotencyError,
     IdempotencyKeyInProgress,
@@ -148,7 +149,12 @@ class IdempotencyAutoSchema(AutoSchema):
 
 
 def _mixin_policy(view: IdempotencyMixin) -> Policy:
-    """Return the policy the mixin builds for a request to ``view``, hooks included."""
+    """Return the policy the mixin builds for a request to ``view``, hooks included.
+
+    A bad ``IDEMPOTENCY_*`` setting raises ``ImproperlyConfigured`` naming it: a schema that
+    guessed which operations take a key would mislead every client that reads it.
+    """
+    idempotency_settings.validate()
     try:
         return Policy.build(view.get_idempotency_options())
     except Exception as exc:  # a hook that needs a real request; the class still says much
