@@ -8,7 +8,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
@@ -245,21 +245,25 @@ def get_storage(storage: str | Storage, *, source: str = "IDEMPOTENCY_STORAGE") 
     if isinstance(storage, Storage):
         return storage
     try:
-        storage_class = import_string(storage)
-    except ImportError as exc:
-        raise ImproperlyConfigured(
-            f"{source} is {storage!r}, which cannot be imported ({exc})."
-        ) from exc
-    if not (isinstance(storage_class, type) and issubclass(storage_class, Storage)):
-        raise ImproperlyConfigured(
-            f"{source} is {storage!r}, which is not a django_idempotency Storage subclass."
-        )
-    return _storage_for_path(storage)
+        return _storage_for_path(storage)
+    except _NotAStorage as problem:
+        raise ImproperlyConfigured(f"{source} is {storage!r}, which {problem}.") from problem
+
+
+class _NotAStorage(Exception):
+    """A dotted path that names no Storage class; the message says why, after "which"."""
 
 
 @functools.cache
 def _storage_for_path(path: str) -> Storage:
-    return cast(Storage, import_string(path)())
+    # Checked once per path: a view with its own options builds its policy per request.
+    try:
+        storage_class = import_string(path)
+    except ImportError as exc:
+        raise _NotAStorage(f"cannot be imported ({exc})") from exc
+    if not (isinstance(storage_class, type) and issubclass(storage_class, Storage)):
+        raise _NotAStorage("is not a django_idempotency Storage subclass")
+    return storage_class()
 
 
 @receiver(setting_changed)
