@@ -37,10 +37,12 @@ STORAGES = {
 
 @dataclass(frozen=True)
 class LiveServer:
-    """A running gunicorn master: its process, its address, its worker count and its log."""
+    """A running gunicorn master: its process, address, storage, worker count and log."""
 
     process: subprocess.Popen[bytes] = field(repr=False)
     url: str
+    #: The key of ``STORAGES`` it serves with.
+    storage: str
     workers: int
     log: Path = field(repr=False)
 
@@ -135,7 +137,7 @@ def start_gunicorn(
     ]
     with log.open("wb") as output:
         process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=output, stderr=output)
-    return LiveServer(process, f"http://127.0.0.1:{port}", workers, log)
+    return LiveServer(process, f"http://127.0.0.1:{port}", storage, workers, log)
 
 
 @contextmanager
