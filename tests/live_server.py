@@ -26,8 +26,8 @@ from tests.redis_servers import free_port
 ROOT = Path(__file__).resolve().parent.parent
 BOOT_SECONDS = 30.0
 STOP_SECONDS = 10.0
-#: Longer than any view of the live tests sleeps or waits at a gate: gunicorn must never be
-#: the one that kills a worker.
+#: Gunicorn's default worker timeout here: longer than the live tests' views sleep or wait at
+#: a gate, since gunicorn must never be the one that kills a worker.
 WORKER_TIMEOUT = 60
 STORAGES = {
     "database": "django_idempotency.storage.DatabaseStorage",
@@ -103,6 +103,7 @@ def start_gunicorn(
     lease: float,
     workers: int = 1,
     settings_module: str = "tests.live_settings",
+    worker_timeout: int = WORKER_TIMEOUT,
     env: Mapping[str, str] | None = None,
 ) -> LiveServer:
     """Start a gunicorn on the test database without waiting for it; ``env`` adds variables.
@@ -129,7 +130,7 @@ def start_gunicorn(
         f"--bind=127.0.0.1:{port}",
         f"--workers={workers}",
         "--worker-class=sync",
-        f"--timeout={WORKER_TIMEOUT}",
+        f"--timeout={worker_timeout}",
         "--graceful-timeout=2",
         "--preload",
         "--log-level=warning",
@@ -148,6 +149,7 @@ def live_gunicorn(
     lease: float,
     workers: int = 1,
     settings_module: str = "tests.live_settings",
+    worker_timeout: int = WORKER_TIMEOUT,
     env: Mapping[str, str] | None = None,
 ) -> Iterator[LiveServer]:
     """Run a ready gunicorn for the block and stop it however the block ends."""
@@ -157,6 +159,7 @@ def live_gunicorn(
         lease=lease,
         workers=workers,
         settings_module=settings_module,
+        worker_timeout=worker_timeout,
         env=env,
     )
     try:
