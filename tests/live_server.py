@@ -10,6 +10,7 @@ the log, and the stop (SIGTERM to the master's pid, SIGKILL if it lingers).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -85,6 +86,13 @@ class LiveServer:
                 return pids
             time.sleep(0.05)
         pytest.fail(f"gunicorn had no {self.workers} ready workers in time:\n{self.log_tail()}")
+
+    def recycle_workers(self) -> None:
+        """Replace every worker with a fresh one and wait until they all serve."""
+        old = self.worker_pids()
+        for pid in old:
+            os.kill(pid, signal.SIGTERM)
+        self.wait_until_ready(exclude=old)
 
     def stop(self) -> None:
         """Stop the master and its workers; kill them if they outlive ``STOP_SECONDS``."""
