@@ -1,6 +1,6 @@
-"""URLs of the live gunicorn: the test app's, a slow order view that reports its pid, and
-gated order views that wait for the test's word before they answer, and the property test's
-views under ``/props/`` (tests/live_principals.py).
+"""URLs of the live gunicorn: the test app's, a slow order view that reports its pid, gated
+order and charge views that wait for the test's word before they answer, the worker's clock,
+and the property test's views under ``/props/`` (tests/live_principals.py).
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ GATE_HEADER = "X-Test-Gate"
 #: Header with what the gated view does once it ran: ``created`` (the default), ``error``
 #: or ``raise`` (headers are not fingerprinted, so a retry may behave otherwise).
 OUTCOME_HEADER = "X-Test-Outcome"
+#: Header naming the file the gated charge appends a line to each time it runs.
+LEDGER_HEADER = "X-Test-Ledger"
 #: How long a gated view waits at most, so a failed test never leaves a worker hanging.
 GATE_SECONDS = 120.0
 #: The lease of the gated views under ``short-lease/``; the others use IDEMPOTENCY_LEASE.
@@ -83,14 +86,8 @@ def _write_atomically(target: Path, text: str) -> None:
     partial.rename(target)
 
 
-def gated_order(request: HttpRequest, item: str) -> HttpResponse:
-    """Record one execution, wait at the request's gate, then answer as its outcome says.
-
-    The outcome is ``created`` (201), ``error`` (a 500 response) or ``raise`` (an exception
-    after the execution was recorded: its effects happened, its outcome is unknown).
-    """
-    outcome = request.headers.get(OUTCOME_HEADER, "created")
-    Execution.objects.create(label=item)
+def _wait_at_gate(request: HttpRequest) -> None:
+    """Write ``<gate>.started``, then wait until the test creates ``<gate>`` (if any)."""
     gate = request.headers.get(GATE_HEADER)
     if gate:
         _write_atomically(Path(gate + ".started"), str(os.getpid()))
@@ -99,6 +96,17 @@ def gated_order(request: HttpRequest, item: str) -> HttpResponse:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the test never opened the gate {gate}")
             time.sleep(0.01)
+
+
+def gated_order(request: HttpRequest, item: str) -> HttpResponse:
+    """Record one execution, wait at the request's gate, then answer as its outcome says.
+
+    The outcome is ``created`` (201), ``error`` (a 500 response) or ``raise`` (an exception
+    after the execution was recorded: its effects happened, its outcome is unknown).
+    """
+    outcome = request.headers.get(OUTCOME_HEADER, "created")
+    Execution.objects.create(label=item)
+    _wait_at_gate(request)
     if outcome == "raise":
         raise RuntimeError("the view failed after its effects")
     body = {"item": item, "executions": Execution.objects.filter(label=item).count()}
@@ -134,6 +142,27 @@ def _gated_urls() -> list[URLPattern]:
     return urls
 
 
+@csrf_exempt
+@idempotent(required=True)
+def gated_charge(request: HttpRequest) -> HttpResponse:
+    """Charge at an outside provider, wait at the request's gate, then answer 201.
+
+    The charge is a line with the worker's pid appended to the file the ledger header
+    names: like a payment provider's call, the database transaction that fencing rolls
+    back cannot take it back, so the ledger counts every run of the view.
+    """
+    with Path(request.headers[LEDGER_HEADER]).open("a") as ledger:
+        ledger.write(f"{os.getpid()}\n")
+    _wait_at_gate(request)
+    return JsonResponse({"charge": uuid.uuid4().hex, "worker": os.getpid()}, status=201)
+
+
+@idempotency_exempt
+def clock(request: HttpRequest) -> HttpResponse:
+    """Answer this worker's wall clock (``time.time()``), to show how skewed it is."""
+    return JsonResponse({"time": time.time()})
+
+
 @idempotency_exempt
 def ready(request: HttpRequest) -> HttpResponse:
     """Answer once the worker has loaded the project."""
@@ -143,6 +172,8 @@ def ready(request: HttpRequest) -> HttpResponse:
 urlpatterns = [
     path("live/orders/", slow_order),
     path("live/ready/", ready),
+    path("live/clock/", clock),
+    path("live/gated/charge/", gated_charge),
     *_gated_urls(),
     path("props/", include("tests.live_principals")),
     *testapp_urlpatterns,

@@ -29,11 +29,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -44,7 +39,6 @@ from enum import Enum
 from functools import cached_property
 from http.cookies import SimpleCookie
 from importlib import import_module
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -81,21 +75,16 @@ from tests.live_principals import (
     PRINCIPAL_HEADER,
     parse_execution_label,
 )
+from tests.live_server import LiveServer, live_gunicorn
 from tests.live_urls import WORKER_PID_HEADER
-from tests.redis_servers import free_port
 from tests.testapp.models import Execution
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parent.parent
-BOOT_SECONDS = 30.0
 REQUEST_SECONDS = 30.0
 # Never reached in a run: a key left in flight must show as stuck, not expire and hide it.
 LEASE_SECONDS = 600
-STORAGES = {
-    "database": "django_idempotency.storage.DatabaseStorage",
-    "cache": "django_idempotency.storage.CacheStorage",
-}
+ACCEPT_JSON = {"Accept": "application/json"}
 CSRF_SECRET = "propsCsrfSecretPropsCsrfSecret00"  # 32 characters: an unmasked CSRF secret
 BODIES = ({"amount": 100}, {"amount": 250})
 KEYS = 3
@@ -379,58 +368,9 @@ class Principal:
 # --- the live server --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    storage: str
-    workers: int
-    log: Path
-
-    @property
-    def is_atomic(self) -> bool:
-        """Whether the view's writes and the stored response share one transaction."""
-        return self.storage == "database"
-
-    def worker_pids(self) -> set[int]:
-        """Return the pids of the master's live children (its workers)."""
-        pids = set()
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue  # the process ended while we looked
-            if int(fields[1]) == self.process.pid and fields[0] != "Z":
-                pids.add(int(stat.parent.name))
-        return pids
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def get(self, path: str) -> Answer:
-        return send(self.url + path, method="GET", headers={"Accept": "application/json"})
-
-    def wait_for_fresh_workers(self, *, exclude: set[int]) -> None:
-        deadline = time.monotonic() + BOOT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"gunicorn exited with {self.process.returncode}:\n{self.log_tail()}")
-            pids = self.worker_pids()
-            if len(pids) == self.workers and not pids & exclude:
-                try:
-                    if self.get("/live/ready/").status == 200:
-                        return
-                except OSError:
-                    pass
-            time.sleep(0.02)
-        pytest.fail(f"gunicorn had no {self.workers} fresh workers in time:\n{self.log_tail()}")
-
-    def recycle_workers(self) -> None:
-        """Replace every worker with a fresh one and wait until they all serve."""
-        old = self.worker_pids()
-        for pid in old:
-            os.kill(pid, signal.SIGTERM)
-        self.wait_for_fresh_workers(exclude=old)
+def is_atomic(server: LiveServer) -> bool:
+    """Say whether the view's writes and the stored response share one transaction."""
+    return server.storage == "database"
 
 
 @pytest.fixture(
@@ -444,48 +384,17 @@ def server(
     request: pytest.FixtureRequest,
     django_db_setup: None,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Server]:
+) -> Iterator[LiveServer]:
     """A gunicorn with sync workers on the test database, stopped however the tests end."""
-    from django.db import connection
-
     storage, workers = request.param
-    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-    port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.live_props_settings",
-        "IDEMPOTENCY_TEST_DATABASE": "postgres",
-        "IDEMPOTENCY_LIVE_DATABASE_NAME": connection.settings_dict["NAME"],
-        "IDEMPOTENCY_LIVE_STORAGE": STORAGES[storage],
-        "IDEMPOTENCY_LIVE_LEASE": str(LEASE_SECONDS),
-        "PYTHONPATH": str(ROOT),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        f"--bind=127.0.0.1:{port}",
-        f"--workers={workers}",
-        "--worker-class=sync",
-        "--timeout=60",
-        "--graceful-timeout=2",
-        "--preload",
-        "--log-level=warning",
-        "django.core.wsgi:get_wsgi_application()",
-    ]
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=output)
-    server = Server(process, f"http://127.0.0.1:{port}", storage, workers, log)
-    try:
-        server.wait_for_fresh_workers(exclude=set())
+    with live_gunicorn(
+        log=tmp_path_factory.mktemp("gunicorn") / "gunicorn.log",
+        storage=storage,
+        lease=LEASE_SECONDS,
+        workers=workers,
+        settings_module="tests.live_props_settings",
+    ) as server:
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 # --- the promises -----------------------------------------------------------------------------
@@ -633,7 +542,7 @@ def assert_executions_as_seen(
 class LivePromises(RuleBasedStateMachine):
     """Principals send requests; after each step, the promises above are checked."""
 
-    server: ClassVar[Server]
+    server: ClassVar[LiveServer]
     credentials: ClassVar[dict[str, Credentials]]
 
     sent = Bundle("sent")
@@ -691,7 +600,9 @@ class LivePromises(RuleBasedStateMachine):
     @rule()
     def browse(self) -> None:
         clean, self.clean = self.clean, False
-        assert_worker_still_serves(self.server.get("/props/health/"))
+        assert_worker_still_serves(
+            send(self.server.url + "/props/health/", method="GET", headers=ACCEPT_JSON)
+        )
         self.clean = clean
 
     @invariant()
@@ -740,7 +651,7 @@ class LivePromises(RuleBasedStateMachine):
         record = self.records.get((name, request.key, endpoint.identifies(principal)))
         if answer.replayed:
             event("replayed" if record is None or record.first.who else "replayed a failure")
-            assert_replay_is_own_response(answer, record, request, self.server.is_atomic)
+            assert_replay_is_own_response(answer, record, request, is_atomic(self.server))
             assert record is not None
             record.stored = True
             return answer
@@ -785,7 +696,7 @@ class LivePromises(RuleBasedStateMachine):
         if refused:
             # The view's own refusal wrote nothing; the layer may keep it for this caller.
             self.records[realm] = Record(request, answer, stored=False)
-        elif answer.status >= 500 and self.server.is_atomic:
+        elif answer.status >= 500 and is_atomic(self.server):
             # Rolled back with the view's transaction: nothing happened, the key is free.
             self.records.pop(realm, None)
         else:
@@ -794,7 +705,7 @@ class LivePromises(RuleBasedStateMachine):
 
 
 def test_live_server__random_principals_and_failures_keep_the_promises(
-    server: Server, request: pytest.FixtureRequest
+    server: LiveServer, request: pytest.FixtureRequest
 ) -> None:
     if server.storage == "cache":
         request.getfixturevalue("redis_cache")
@@ -806,5 +717,5 @@ def test_live_server__random_principals_and_failures_keep_the_promises(
     try:
         run_state_machine_as_test(machine, settings=PROPERTY_SETTINGS)
     except BaseException:
-        print(f"gunicorn log ({server.storage}):\n{server.log_tail()}")
+        print(f"gunicorn log ({server.storage}):\n{server.log_tail(4000)}")
         raise

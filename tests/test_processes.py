@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -29,48 +26,17 @@ import pytest
 from django_idempotency.exceptions import IdempotencyKeyInProgress
 from django_idempotency.storage import CacheStorage, DatabaseStorage, Storage
 from tests.leases import expire_now
+from tests.live_server import LiveServer, live_gunicorn
 from tests.live_urls import PID_FILE_HEADER, SLEEP_HEADER, WORKER_PID_HEADER
 from tests.testapp.models import Execution, Order
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 4
 # Far longer than any test runs: a lease ends when a test ends it in the store (expire_now).
 LEASE = 600
-# Longer than every sleep below: gunicorn must never be the one that kills a worker.
-WORKER_TIMEOUT = 60
-BOOT_SECONDS = 30.0
 REQUEST_SECONDS = 30.0
 OVERLAP_SECONDS = 0.5
-STORAGES = {
-    "database": "django_idempotency.storage.DatabaseStorage",
-    "cache": "django_idempotency.storage.CacheStorage",
-}
-
-
-@dataclass(frozen=True)
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    storage: str
-    log: Path
-
-    def worker_pids(self) -> set[int]:
-        """Return the pids of the master's live children (its workers)."""
-        pids = set()
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue  # the process ended while we looked
-            # fields: state, ppid, ...; a zombie is a worker that already died.
-            if int(fields[1]) == self.process.pid and fields[0] != "Z":
-                pids.add(int(stat.parent.name))
-        return pids
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
 
 
 @dataclass(frozen=True)
@@ -88,14 +54,8 @@ class Answer:
         return bool(problem["code"] == IdempotencyKeyInProgress.default_code)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def post(
-    server: Server,
+    server: LiveServer,
     path: str,
     key: str,
     payload: dict[str, Any],
@@ -130,21 +90,6 @@ def _answer(status: int, headers: Any, body: bytes) -> Answer:
     )
 
 
-def wait_until_ready(server: Server) -> None:
-    deadline = time.monotonic() + BOOT_SECONDS
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(f"gunicorn exited with {server.process.returncode}:\n{server.log_tail()}")
-        try:
-            with urllib.request.urlopen(server.url + "/live/ready/", timeout=2) as response:
-                if response.status == 200 and len(server.worker_pids()) == WORKERS:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"gunicorn was not ready within {BOOT_SECONDS} s:\n{server.log_tail()}")
-
-
 @pytest.fixture(
     scope="module",
     params=["database", pytest.param("cache", marks=pytest.mark.redis)],
@@ -153,74 +98,28 @@ def server(
     request: pytest.FixtureRequest,
     django_db_setup: None,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Server]:
+) -> Iterator[LiveServer]:
     """A gunicorn with four sync workers on the test database, stopped however the tests end."""
-    from django.db import connection
-
     log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-    port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.live_settings",
-        "IDEMPOTENCY_TEST_DATABASE": "postgres",
-        "IDEMPOTENCY_LIVE_DATABASE_NAME": connection.settings_dict["NAME"],
-        "IDEMPOTENCY_LIVE_STORAGE": STORAGES[request.param],
-        "IDEMPOTENCY_LIVE_LEASE": str(LEASE),
-        "PYTHONPATH": str(ROOT),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        f"--bind=127.0.0.1:{port}",
-        f"--workers={WORKERS}",
-        "--worker-class=sync",
-        f"--timeout={WORKER_TIMEOUT}",
-        "--graceful-timeout=2",
-        "--preload",
-        "--log-level=warning",
-        "django.core.wsgi:get_wsgi_application()",
-    ]
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=output)
-    server = Server(process, f"http://127.0.0.1:{port}", request.param, log)
-    try:
-        wait_until_ready(server)
+    with live_gunicorn(log=log, storage=request.param, lease=LEASE, workers=WORKERS) as server:
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
-def live_storage(server: Server) -> Storage:
+def live_storage(server: LiveServer) -> Storage:
     """Return the storage the server keeps its records in, as this process reaches it."""
     return CacheStorage("idempotency") if server.storage == "cache" else DatabaseStorage()
 
 
 @pytest.fixture
-def live(server: Server, request: pytest.FixtureRequest) -> Server:
+def live(server: LiveServer, request: pytest.FixtureRequest) -> LiveServer:
     if server.storage == "cache":
         request.getfixturevalue("redis_cache")
     # A previous test may have killed a worker; start from four live ones.
-    wait_for_workers(server, exclude=set())
+    server.wait_until_ready(exclude=set())
     return server
 
 
-def wait_for_workers(server: Server, *, exclude: set[int]) -> set[int]:
-    deadline = time.monotonic() + BOOT_SECONDS
-    while time.monotonic() < deadline:
-        pids = server.worker_pids()
-        if len(pids) == WORKERS and not pids & exclude:
-            return pids
-        time.sleep(0.1)
-    pytest.fail(f"gunicorn did not get back to {WORKERS} workers:\n{server.log_tail()}")
-
-
-def test_gunicorn_workers__simultaneous_duplicates_run_the_view_once(live: Server) -> None:
+def test_gunicorn_workers__simultaneous_duplicates_run_the_view_once(live: LiveServer) -> None:
     key, item = f"key-{uuid.uuid4()}", f"item-{uuid.uuid4()}"
     count = 24
     barrier = threading.Barrier(count)
@@ -260,7 +159,7 @@ def test_gunicorn_workers__simultaneous_duplicates_run_the_view_once(live: Serve
 
 
 def test_gunicorn_workers__killed_mid_request_frees_the_key_after_its_lease(
-    live: Server, tmp_path: Path
+    live: LiveServer, tmp_path: Path
 ) -> None:
     key, item = f"key-{uuid.uuid4()}", f"item-{uuid.uuid4()}"
     pid_file = tmp_path / "worker.pid"
@@ -322,13 +221,15 @@ def test_gunicorn_workers__killed_mid_request_frees_the_key_after_its_lease(
     assert (again.status, again.replayed, again.body) == (201, True, retry.body)
     assert Execution.objects.filter(label=item).count() == runs
     # gunicorn replaced the killed worker.
-    wait_for_workers(live, exclude={worker})
+    live.wait_until_ready(exclude={worker})
 
 
 @pytest.mark.parametrize(
     "lines", [("same", "same"), ("first", "second")], ids=["repeated", "different"]
 )
-def test_gunicorn__two_key_header_lines_are_one_400(live: Server, lines: tuple[str, str]) -> None:
+def test_gunicorn__two_key_header_lines_are_one_400(
+    live: LiveServer, lines: tuple[str, str]
+) -> None:
     # The server joins repeated header lines with a comma (RFC 9110 §5.3); the joined value
     # must never be taken for one key (issue 7).
     import http.client

@@ -24,8 +24,6 @@ import base64
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -46,13 +44,13 @@ from redis.retry import Retry
 from django_idempotency.exceptions import IdempotencyKeyInProgress, IdempotencyStoreUnavailable
 from django_idempotency.storage import CacheStorage, Claim, State, StorageUnavailable
 from django_idempotency.storage.base import StoredResponse
+from tests.live_server import LiveServer, live_gunicorn
 from tests.live_urls import GATE_HEADER, OUTCOME_HEADER
 from tests.redis_servers import RedisServer, caches_with, free_port, redis_cache_config
 from tests.testapp.models import Execution
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 3
 #: The lease of the gated views: every stall below is much shorter.
 LEASE = 20.0
@@ -61,7 +59,6 @@ SHORT_LEASE = 3.0
 #: After this long a stalled Redis counts as unavailable (connect and read alike).
 SOCKET_TIMEOUT = 0.5
 WORKER_TIMEOUT = 120
-BOOT_SECONDS = 30.0
 REQUEST_SECONDS = 30.0
 ENTRY_POINTS = ["plain", "drf"]
 USERNAME, PASSWORD = "payer", "pw"
@@ -111,14 +108,16 @@ def _detail_is(body: bytes, error: type[Any]) -> bool:
 class Rig:
     """The live gunicorn, the port of its Redis, and the gates of the running test."""
 
-    process: subprocess.Popen[bytes]
-    url: str
+    server: LiveServer
     redis_port: int
-    log: Path
     gates: Path
     authorization: str = ""
     opened: list[Path] = field(default_factory=list)
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=4))
+
+    @property
+    def url(self) -> str:
+        return self.server.url
 
     def post(
         self, path: str, key: str, item: str, *, outcome: str = "created", gate: Path | None = None
@@ -170,7 +169,7 @@ class Rig:
         self.opened.append(gate)
 
     def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
+        return self.server.log_tail()
 
 
 def executions(item: str) -> int:
@@ -192,67 +191,28 @@ def retry_until_it_runs(rig: Rig, path: str, key: str, item: str, deadline: floa
     return answers
 
 
-def wait_for_gunicorn(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + BOOT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"gunicorn exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "/live/ready/", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"gunicorn was not ready within {BOOT_SECONDS} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def live_rig(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     """A gunicorn whose idempotency cache is a private Redis port; each test starts Redis."""
-    from django.db import connection
-
-    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-    port, redis_port = free_port(), free_port()
+    redis_port = free_port()
     env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.live_settings",
-        "IDEMPOTENCY_TEST_DATABASE": "postgres",
-        "IDEMPOTENCY_LIVE_DATABASE_NAME": connection.settings_dict["NAME"],
-        "IDEMPOTENCY_LIVE_STORAGE": "django_idempotency.storage.CacheStorage",
-        "IDEMPOTENCY_LIVE_LEASE": str(LEASE),
         "IDEMPOTENCY_LIVE_SHORT_LEASE": str(SHORT_LEASE),
         "IDEMPOTENCY_LIVE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "IDEMPOTENCY_LIVE_REDIS_SOCKET_TIMEOUT": str(SOCKET_TIMEOUT),
-        "PYTHONPATH": str(ROOT),
     }
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        f"--bind=127.0.0.1:{port}",
-        f"--workers={WORKERS}",
-        "--worker-class=sync",
-        f"--timeout={WORKER_TIMEOUT}",
-        "--graceful-timeout=2",
-        "--preload",
-        "--log-level=warning",
-        "django.core.wsgi:get_wsgi_application()",
-    ]
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=output)
-    rig = Rig(process, f"http://127.0.0.1:{port}", redis_port, log, tmp_path_factory.mktemp("g"))
-    try:
-        wait_for_gunicorn(process, rig.url, log)
-        yield rig
-    finally:
-        rig.pool.shutdown(wait=False, cancel_futures=True)
-        process.terminate()
+    with live_gunicorn(
+        log=tmp_path_factory.mktemp("gunicorn") / "gunicorn.log",
+        storage="cache",
+        lease=LEASE,
+        workers=WORKERS,
+        worker_timeout=WORKER_TIMEOUT,
+        env=env,
+    ) as server:
+        rig = Rig(server, redis_port, tmp_path_factory.mktemp("g"))
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+            yield rig
+        finally:
+            rig.pool.shutdown(wait=False, cancel_futures=True)
 
 
 @pytest.fixture
