@@ -15,17 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,11 +33,11 @@ from django_idempotency.mixins import IdempotencyMixin
 from django_idempotency.models import IdempotencyKey
 from django_idempotency.policy import Policy
 from tests.factories import UserFactory
+from tests.live_server import LiveServer, live_gunicorn
 from tests.testapp.models import Execution, Order
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parent.parent
 
 #: A view of each entry point, each covering a keyed POST.
 ENTRY_POINTS = {
@@ -385,21 +379,13 @@ def test_view_methods__decide_coverage_when_only_another_setting_is_bad(
 # Under a real server that runs no system checks.
 
 
-@dataclass(frozen=True)
-class LiveServer:
-    url: str
-    log: Path
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
 def _get(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=30) as response:
             return int(response.status)
     except urllib.error.HTTPError as error:
-        return int(error.code)
+        with error:
+            return int(error.code)
 
 
 @pytest.fixture(scope="module")
@@ -407,50 +393,15 @@ def misconfigured_server(
     django_db_setup: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     """Two gunicorn sync workers with ``IDEMPOTENCY_TTL = "3600"`` on the test database."""
-    from django.db import connection
-
-    from tests.test_processes import free_port
-
     log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-    port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.live_settings_misconfigured",
-        "IDEMPOTENCY_TEST_DATABASE": "postgres",
-        "IDEMPOTENCY_LIVE_DATABASE_NAME": connection.settings_dict["NAME"],
-        "PYTHONPATH": str(ROOT),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        f"--bind=127.0.0.1:{port}",
-        "--workers=2",
-        "--worker-class=sync",
-        "--preload",
-        "--log-level=warning",
-        "django.core.wsgi:get_wsgi_application()",
-    ]
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=output)
-    server = LiveServer(f"http://127.0.0.1:{port}", log)
-    try:
-        deadline = time.monotonic() + 30
-        while _ready_status(server) != 200:  # the exempt readiness view
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not start:\n{server.log_text()[-3000:]}")
-            time.sleep(0.1)
+    with live_gunicorn(
+        log=log,
+        storage="database",
+        lease=60,
+        workers=2,
+        settings_module="tests.live_settings_misconfigured",
+    ) as server:
         yield server
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _ready_status(server: LiveServer) -> int:
-    try:
-        return _get(server.url + "/live/ready/")
-    except OSError:
-        return 0
 
 
 @pytest.mark.postgres
@@ -466,11 +417,13 @@ def test_gunicorn__a_bad_setting_refuses_covered_requests_and_serves_the_rest(
     )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)
+    refused.value.close()
 
     assert _get(misconfigured_server.url + "/drf/behave/") == 200
     assert _get(misconfigured_server.url + "/admin/login/") == 200
     assert refused.value.code == 500
-    assert "ImproperlyConfigured: IDEMPOTENCY_TTL is '3600'" in misconfigured_server.log_text()
+    log = misconfigured_server.log_tail(100_000)
+    assert "ImproperlyConfigured: IDEMPOTENCY_TTL is '3600'" in log
     assert not Order.objects.filter(item=key).exists()
     assert not Execution.objects.filter(label=key).exists()
     assert not IdempotencyKey.objects.filter(key=key).exists()
