@@ -18,7 +18,7 @@ import logging
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -176,6 +176,39 @@ def test_decorator__a_misspelled_keyword_is_refused_with_the_name_it_meant():
     assert "'requried' is not an idempotency option (did you mean 'required'?)" in str(
         refused.value
     )
+
+
+def _api_view_function() -> Any:
+    from rest_framework.decorators import api_view
+
+    @api_view(["POST"])
+    def charge(request: Any) -> Any: ...
+
+    return charge
+
+
+def _api_view_class() -> Any:
+    from rest_framework.views import APIView
+
+    class ChargeView(APIView):
+        def post(self, request: Any) -> Any: ...
+
+    return ChargeView.as_view()
+
+
+@pytest.mark.parametrize(
+    "drf_view", [_api_view_function, _api_view_class], ids=["api_view", "APIView.as_view"]
+)
+def test_decorator__on_a_drf_view_is_refused_since_it_would_protect_nothing(
+    drf_view: Callable[[], Any],
+) -> None:
+    # The middleware leaves DRF views alone (it runs before DRF authenticates): the mark
+    # would be ignored, and a payments view left unprotected without a word.
+    with pytest.raises(ImproperlyConfigured) as refused:
+        idempotent(required=True)(drf_view())
+
+    assert "a DRF view cannot be protected by @idempotent" in str(refused.value)
+    assert "IdempotencyMixin" in str(refused.value)
 
 
 # Misspelled settings: W003.
