@@ -22,7 +22,8 @@ from django.test import Client
 
 from tests import test_processes
 from tests.factories import UserFactory
-from tests.test_processes import REQUEST_SECONDS, Server
+from tests.live_server import LiveServer
+from tests.test_processes import REQUEST_SECONDS
 from tests.testapp.models import Execution
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -40,7 +41,7 @@ class WireAnswer:
 
 
 def post_raw(
-    server: Server, path: str, payload: dict[str, Any], headers: dict[str, str]
+    server: LiveServer, path: str, payload: dict[str, Any], headers: dict[str, str]
 ) -> WireAnswer:
     """POST and return the status, headers and body bytes exactly as they came."""
     address = urlsplit(server.url)
@@ -64,12 +65,12 @@ def post_raw(
 def session_cookie() -> str:
     """Log a new user in, in the test database the server reads, and return its cookie."""
     client = Client()
-    client.force_login(UserFactory())
+    client.force_login(UserFactory.create())
     name = settings.SESSION_COOKIE_NAME
     return f"{name}={client.cookies[name].value}"
 
 
-def test_live_replay__of_a_view_compressed_body_decodes_on_the_wire(live: Server) -> None:
+def test_live_replay__of_a_view_compressed_body_decodes_on_the_wire(live: LiveServer) -> None:
     label = f"gzip-{uuid.uuid4()}"
     payload = {"gzip": True, "label": label}
     headers = {"Cookie": session_cookie(), "Idempotency-Key": f"key-{uuid.uuid4()}"}
