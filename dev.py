@@ -1,6 +1,7 @@
 """Set up a development environment and run the demo or the test suite.
 
     python3 dev.py demo                 # run the example project's demo
+    python3 dev.py lint                 # ruff check, ruff format --check, mypy --strict
     python3 dev.py test [pytest args]   # run the whole test suite (SQLite, then PostgreSQL)
     python3 dev.py test --require-services   # fail instead of skipping (CI=true does the same)
     python3 dev.py test --python PATH   # the same on another interpreter, in .venv-py3.X
@@ -44,6 +45,7 @@ SQLITE_MARKS = "not postgres and not redis and not browser"
 FALLBACK_MARKS = "(redis or browser) and not postgres"
 
 USAGE = """usage: python3 dev.py demo [--python PATH] [demo args]
+       python3 dev.py lint [--python PATH]
        python3 dev.py test [--python PATH] [--require-services] [pytest args]"""
 
 
@@ -154,6 +156,30 @@ def run_demo(args: list[str]) -> int:
     if migrate.returncode != 0:
         return migrate.returncode
     return subprocess.call([*manage, "demo", *args], cwd=ROOT)
+
+
+# --- lint -------------------------------------------------------------------------------------
+
+#: The house's gates, each as pyproject.toml configures it; every one runs, then all must pass.
+LINTERS = (
+    ("ruff check", ["-m", "ruff", "check", "."]),
+    ("ruff format --check", ["-m", "ruff", "format", "--check", "."]),  # docs' code blocks too
+    ("mypy --strict", ["-m", "mypy"]),  # [tool.mypy]: strict, the package and the tests
+)
+
+
+def run_lint(args: list[str]) -> int:
+    """Run every linter; return non-zero when any fails."""
+    if args:
+        print(USAGE, file=sys.stderr)
+        return 2
+    failed = []
+    for name, command in LINTERS:
+        print(f"=== {name} ===", flush=True)
+        if subprocess.call([sys.executable, *command], cwd=ROOT) != 0:
+            failed.append(name)
+    print(f"=== dev.py lint: {'FAILED: ' + ', '.join(failed) if failed else 'ok'} ===", flush=True)
+    return 1 if failed else 0
 
 
 # --- test -------------------------------------------------------------------------------------
@@ -400,8 +426,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Dispatch ``demo`` or ``test``."""
-    if not argv or argv[0] not in ("demo", "test"):
+    """Dispatch ``demo``, ``lint`` or ``test``."""
+    if not argv or argv[0] not in ("demo", "lint", "test"):
         print(USAGE, file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     command, args = argv[0], argv[1:]
@@ -413,6 +439,8 @@ def main(argv: list[str]) -> int:
         return bootstrap(command, args)
     if command == "demo":
         return run_demo(args)
+    if command == "lint":
+        return run_lint(args)
     return run_tests(args)
 
 

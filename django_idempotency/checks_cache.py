@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from django.apps import AppConfig
 from django.conf import settings
@@ -57,7 +57,8 @@ def check_cache_storage(
     if not is_cache_storage_selected():
         return []
     alias = idempotency_settings.CACHE_ALIAS
-    config = cast("dict[str, dict[str, Any]]", settings.CACHES).get(alias)
+    caches: Mapping[str, Any] = settings.CACHES  # typed by whichever settings module is read
+    config = caches.get(alias)
     if config is None:
         return [
             Error(

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, TypeVar, overload
 
+from django.core.exceptions import ImproperlyConfigured
+
 from django_idempotency.validation import validate_options
 
 ViewT = TypeVar("ViewT", bound=Callable[..., Any])
@@ -27,10 +29,21 @@ def idempotent(view: ViewT | None = None, /, **options: Any) -> ViewT | Callable
 
     Options are the setting names without the ``IDEMPOTENCY_`` prefix, lower-cased:
     ``required``, ``methods``, ``ttl``, ``lease``, ``on_conflict``, ``wait_timeout``, …
+    An unknown or invalid option, or a DRF view (protected by ``IdempotencyMixin`` instead),
+    raises ``ImproperlyConfigured`` where the view is decorated.
     """
 
     def decorate(view: ViewT) -> ViewT:
-        validate_options(options, owner=f"@idempotent on {view.__module__}.{view.__qualname__}")
+        owner = f"@idempotent on {view.__module__}.{view.__qualname__}"
+        if is_drf_view(view):
+            # The middleware never handles DRF views (see is_handled_by_middleware): the mark
+            # would protect nothing, which on a payments view is worse than an error.
+            raise ImproperlyConfigured(
+                f"{owner}: a DRF view cannot be protected by @idempotent, because the "
+                "middleware runs before DRF authenticates its caller. Use an APIView or "
+                "viewset with IdempotencyMixin first among its bases instead."
+            )
+        validate_options(options, owner=owner)
         setattr(view, OPTIONS_ATTRIBUTE, dict(options))
         return view
 

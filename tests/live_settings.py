@@ -7,6 +7,7 @@ through the environment; everything else is the test suite's own settings.
 from __future__ import annotations
 
 import os
+from typing import Any, cast
 
 from tests.settings import *  # noqa: F403
 from tests.settings import CACHES, DATABASES, MIDDLEWARE
@@ -23,10 +24,11 @@ IDEMPOTENCY_LEASE = float(os.environ["IDEMPOTENCY_LIVE_LEASE"])
 
 # A test that stalls or kills Redis gives the server a redis-server of its own, and the
 # socket timeout after which a stalled Redis counts as unavailable.
+_idempotency_cache = cast("dict[str, Any]", CACHES["idempotency"])
 if "IDEMPOTENCY_LIVE_REDIS_URL" in os.environ:
-    CACHES["idempotency"]["LOCATION"] = os.environ["IDEMPOTENCY_LIVE_REDIS_URL"]
+    _idempotency_cache["LOCATION"] = os.environ["IDEMPOTENCY_LIVE_REDIS_URL"]
 if "IDEMPOTENCY_LIVE_REDIS_SOCKET_TIMEOUT" in os.environ:
     _socket_timeout = float(os.environ["IDEMPOTENCY_LIVE_REDIS_SOCKET_TIMEOUT"])
-    CACHES["idempotency"]["OPTIONS"].update(
+    _idempotency_cache["OPTIONS"].update(
         SOCKET_TIMEOUT=_socket_timeout, SOCKET_CONNECT_TIMEOUT=_socket_timeout
     )

@@ -130,7 +130,8 @@ class GatedOrderView(IdempotencyMixin, APIView):
     idempotency_required = True
 
     def post(self, request: Request) -> HttpResponse:
-        return gated_order(request, str(request.data["item"]))
+        data: Any = request.data
+        return gated_order(request, str(data["item"]))
 
 
 def _gated_urls() -> list[URLPattern]:

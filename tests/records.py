@@ -19,8 +19,13 @@ def stored_records() -> list[tuple[str, str, str]]:
     records = []
     for name in redis_record_names(storage):
         scope, key, state = client.hmget(name, "scope", "key", "state")
-        records.append((scope.decode(), key.decode(), state.decode()))
+        records.append((_text(scope), _text(key), _text(state)))
     return sorted(records)
+
+
+def _text(field: object) -> str:
+    assert isinstance(field, bytes), field  # the client never decodes (CacheStorage's check)
+    return field.decode()
 
 
 def redis_record_names(storage: CacheStorage, key: str | None = None) -> Iterator[bytes]:

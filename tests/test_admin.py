@@ -75,17 +75,17 @@ def staff_client(*codenames: str) -> Client:
 def records() -> dict[str, IdempotencyKey]:
     now = timezone.now()
     return {
-        "in_flight": IdempotencyKeyFactory(key="in-flight", in_flight=True),
-        "completed": IdempotencyKeyFactory(key="completed", scope="user:2"),
-        "not_replayable": IdempotencyKeyFactory(
+        "in_flight": IdempotencyKeyFactory.create(key="in-flight", in_flight=True),
+        "completed": IdempotencyKeyFactory.create(key="completed", scope="user:2"),
+        "not_replayable": IdempotencyKeyFactory.create(
             key="not-replayable", state=State.NOT_REPLAYABLE, response_body=b""
         ),
-        "expired": IdempotencyKeyFactory(key="expired", expired=True),
-        "stuck": IdempotencyKeyFactory(
+        "expired": IdempotencyKeyFactory.create(key="expired", expired=True),
+        "stuck": IdempotencyKeyFactory.create(
             key="stuck", in_flight=True, expires_at=now - timedelta(minutes=5)
         ),
-        "client_error": IdempotencyKeyFactory(key="client-error", response_status=422),
-        "patch": IdempotencyKeyFactory(key="patch", method="PATCH", response_status=200),
+        "client_error": IdempotencyKeyFactory.create(key="client-error", response_status=422),
+        "patch": IdempotencyKeyFactory.create(key="patch", method="PATCH", response_status=200),
     }
 
 
@@ -247,7 +247,7 @@ def test_detail__is_read_only(admin_client: Client, records: dict[str, Any]) -> 
 
 @pytest.mark.django_db
 def test_detail__pretty_prints_json(admin_client: Client) -> None:
-    record = IdempotencyKeyFactory(response_body=b'{"id":7,"items":["a"]}')
+    record = IdempotencyKeyFactory.create(response_body=b'{"id":7,"items":["a"]}')
 
     content = admin_client.get(change_url(record)).content.decode()
 
@@ -256,7 +256,7 @@ def test_detail__pretty_prints_json(admin_client: Client) -> None:
 
 @pytest.mark.django_db
 def test_detail__escapes_html_and_hides_sensitive_headers(admin_client: Client) -> None:
-    record = IdempotencyKeyFactory(
+    record = IdempotencyKeyFactory.create(
         response_headers=[
             ["Content-Type", "text/html; charset=utf-8"],
             ["Set-Cookie", "sessionid=SECRET-SESSION"],
@@ -278,7 +278,7 @@ def test_detail__escapes_html_and_hides_sensitive_headers(admin_client: Client) 
 
 @pytest.mark.django_db
 def test_detail__shows_binary_as_size_and_type(admin_client: Client) -> None:
-    record = IdempotencyKeyFactory(
+    record = IdempotencyKeyFactory.create(
         response_headers=[["Content-Type", "image/png"]], response_body=b"\x89PNG\r\n\x1a\n" * 4
     )
 
@@ -289,7 +289,7 @@ def test_detail__shows_binary_as_size_and_type(admin_client: Client) -> None:
 
 @pytest.mark.django_db
 def test_detail__shows_lease_and_timings_of_an_in_flight_key(admin_client: Client) -> None:
-    record = IdempotencyKeyFactory(in_flight=True)
+    record = IdempotencyKeyFactory.create(in_flight=True)
 
     content = admin_client.get(change_url(record)).content.decode()
 
@@ -556,7 +556,7 @@ def test_release__waits_for_a_completion_in_progress_on_another_connection(
     admin_client: Client,
 ) -> None:
     """A real request's completion holds the row; the release waits, then leaves it alone."""
-    record = IdempotencyKeyFactory(key="completing", in_flight=True)
+    record = IdempotencyKeyFactory.create(key="completing", in_flight=True)
     row_locked, may_commit = threading.Event(), threading.Event()
     errors: list[BaseException] = []
 
@@ -672,8 +672,8 @@ def test_changelist__date_hierarchy_offers_each_day_between_first_and_last(
     admin_client: Client,
 ) -> None:
     first = timezone.now().replace(day=10, hour=12)
-    IdempotencyKeyFactory(created_at=first)
-    IdempotencyKeyFactory(created_at=first + timedelta(days=2))
+    IdempotencyKeyFactory.create(created_at=first)
+    IdempotencyKeyFactory.create(created_at=first + timedelta(days=2))
 
     with CaptureQueriesContext(connection) as queries:
         response = admin_client.get(changelist_url())

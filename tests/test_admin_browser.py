@@ -108,10 +108,10 @@ def test_admin_browser__log_in_filter_open_and_release(
     assert isinstance(browser, WebDriver)
     url = str(live_server.url)  # type: ignore[attr-defined]
     User.objects.create_superuser("operator", "operator@example.com", "correct horse")
-    stuck = IdempotencyKeyFactory(
+    stuck = IdempotencyKeyFactory.create(
         key="stuck-key", in_flight=True, expires_at=timezone.now() + timedelta(minutes=1)
     )
-    done = IdempotencyKeyFactory(
+    done = IdempotencyKeyFactory.create(
         key="done-key",
         response_headers=[["Content-Type", "application/json"], ["Set-Cookie", "sid=SECRET"]],
         response_body=b'{"order":"<b>42</b>"}',

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 @pytest.mark.parametrize("url", ["/drf/required/", "/decorated/behave/"])
 def test_atomic_requests__claim_is_visible_while_the_view_runs(
     url: str, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
     hold = f"hold-{uuid.uuid4()}"
     release = views.HOLDS[hold] = threading.Event()

@@ -47,7 +47,7 @@ def url(request: pytest.FixtureRequest, settings: Any) -> str:
 def client() -> Client:
     """A signed-in caller: what follows holds for every kind of principal (see test_scopes)."""
     client = Client(raise_request_exception=False)
-    client.force_login(UserFactory())
+    client.force_login(UserFactory.create())
     return client
 
 
@@ -76,7 +76,7 @@ def is_problem(response: Any, code: str) -> bool:
     """Whether the response is this error: problem+json, or DRF's own error format."""
     if response["Content-Type"] == "application/problem+json":
         body = response.json()
-        return body["code"] == code and body["status"] == response.status_code
+        return bool(body["code"] == code and body["status"] == response.status_code)
     return "detail" in response.json()
 
 
@@ -102,7 +102,9 @@ def claim_in_flight(
 
 
 @pytest.mark.parametrize("method", ["get", "head", "options"])
-def test_safe_method__ignores_key_and_never_requires_it(client: Client, url: str, method: str):
+def test_safe_method__ignores_key_and_never_requires_it(
+    client: Client, url: str, method: str
+) -> None:
     first = getattr(client, method)(url, headers={"Idempotency-Key": "k"})
     second = getattr(client, method)(url, headers={"Idempotency-Key": "k"})
     without_key = getattr(client, method)(url)
@@ -113,7 +115,7 @@ def test_safe_method__ignores_key_and_never_requires_it(client: Client, url: str
     assert not IdempotencyKey.objects.exists()
 
 
-def test_safe_method__is_never_covered_even_when_listed(client: Client, settings: Any):
+def test_safe_method__is_never_covered_even_when_listed(client: Client, settings: Any) -> None:
     settings.IDEMPOTENCY_METHODS = ["GET", "POST"]
 
     client.get("/plain/behave/", headers={"Idempotency-Key": "k"})
@@ -124,7 +126,7 @@ def test_safe_method__is_never_covered_even_when_listed(client: Client, settings
 # Missing and malformed keys
 
 
-def test_missing_key__is_400_when_required(client: Client, url: str):
+def test_missing_key__is_400_when_required(client: Client, url: str) -> None:
     response = send(client, url, {"label": "x"})
 
     assert response.status_code == 400
@@ -132,7 +134,7 @@ def test_missing_key__is_400_when_required(client: Client, url: str):
     assert executions() == 0
 
 
-def test_missing_key__runs_normally_when_optional(client: Client, settings: Any):
+def test_missing_key__runs_normally_when_optional(client: Client, settings: Any) -> None:
     settings.IDEMPOTENCY_REQUIRED = False
 
     assert send(client, "/plain/behave/", {"label": "x"}).status_code == 201
@@ -163,7 +165,7 @@ def test_missing_key__runs_normally_when_optional(client: Client, settings: Any)
         'a,"b"',
     ],
 )
-def test_malformed_key__is_400_and_stores_nothing(client: Client, url: str, raw: str):
+def test_malformed_key__is_400_and_stores_nothing(client: Client, url: str, raw: str) -> None:
     response = client.post(
         url, "{}", content_type="application/json", headers={"Idempotency-Key": raw}
     )
@@ -180,7 +182,7 @@ def test_malformed_key__is_400_and_stores_nothing(client: Client, url: str, raw:
 )
 def test_key__bare_or_sf_string_names_the_same_record(
     client: Client, url: str, raw: str, stored: str
-):
+) -> None:
     response = client.post(
         url, "{}", content_type="application/json", headers={"Idempotency-Key": raw}
     )
@@ -189,7 +191,7 @@ def test_key__bare_or_sf_string_names_the_same_record(
     assert IdempotencyKey.objects.get().key == stored
 
 
-def test_key__255_visible_ascii_characters_are_accepted(client: Client, url: str):
+def test_key__255_visible_ascii_characters_are_accepted(client: Client, url: str) -> None:
     key = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"\\,') * 3
 
     assert send(client, url, {}, key=key[:255]).status_code == 201
@@ -198,7 +200,7 @@ def test_key__255_visible_ascii_characters_are_accepted(client: Client, url: str
 # First request and replay
 
 
-def test_first_request__runs_the_view_once(client: Client, url: str):
+def test_first_request__runs_the_view_once(client: Client, url: str) -> None:
     response = send(client, url, {"label": "pay"}, key="k1")
 
     assert response.status_code == 201
@@ -209,7 +211,7 @@ def test_first_request__runs_the_view_once(client: Client, url: str):
     assert record.response_status == 201
 
 
-def test_retry__replays_status_body_and_allow_listed_headers(client: Client, url: str):
+def test_retry__replays_status_body_and_allow_listed_headers(client: Client, url: str) -> None:
     payload = {"label": "pay", "location": "/payments/7/", "set_cookie": True}
     first = send(client, url, payload, key="k1")
     retry = send(client, url, payload, key="k1")
@@ -227,7 +229,7 @@ def test_retry__replays_status_body_and_allow_listed_headers(client: Client, url
     assert executions("pay") == 1
 
 
-def test_retry__replays_binary_body_byte_for_byte(client: Client, url: str):
+def test_retry__replays_binary_body_byte_for_byte(client: Client, url: str) -> None:
     first = send(client, url, {"binary": True}, key="bin")
     retry = send(client, url, {"binary": True}, key="bin")
 
@@ -236,7 +238,9 @@ def test_retry__replays_binary_body_byte_for_byte(client: Client, url: str):
     assert retry["Content-Type"] == "application/octet-stream"
 
 
-def test_replay_header__can_allow_list_more_headers(client: Client, url: str, settings: Any):
+def test_replay_header__can_allow_list_more_headers(
+    client: Client, url: str, settings: Any
+) -> None:
     settings.IDEMPOTENCY_REPLAY_HEADERS = ["X-Not-Allow-Listed"]
     send(client, url, {}, key="k")
 
@@ -245,7 +249,7 @@ def test_replay_header__can_allow_list_more_headers(client: Client, url: str, se
 
 def test_replay__never_carries_cookies_even_when_allow_listed(
     client: Client, url: str, settings: Any
-):
+) -> None:
     settings.IDEMPOTENCY_REPLAY_HEADERS = ["Set-Cookie", "Date", "Authorization"]
     send(client, url, {"set_cookie": True}, key="k")
     retry = send(client, url, {"set_cookie": True}, key="k")
@@ -257,7 +261,7 @@ def test_replay__never_carries_cookies_even_when_allow_listed(
 # In flight
 
 
-def test_in_flight__is_409_with_retry_after(client: Client, url: str):
+def test_in_flight__is_409_with_retry_after(client: Client, url: str) -> None:
     claim_in_flight(client, url, {"label": "pay"}, "busy", lease=timedelta(seconds=60))
 
     response = send(client, url, {"label": "pay"}, key="busy")
@@ -268,7 +272,9 @@ def test_in_flight__is_409_with_retry_after(client: Client, url: str):
     assert executions() == 0
 
 
-def test_in_flight__wait_mode_gives_up_with_409_after_the_wait(client: Client, settings: Any):
+def test_in_flight__wait_mode_gives_up_with_409_after_the_wait(
+    client: Client, settings: Any
+) -> None:
     settings.IDEMPOTENCY_WAIT_TIMEOUT = timedelta(milliseconds=200)
     settings.IDEMPOTENCY_ON_CONFLICT = "wait"
     url = "/plain/behave/"
@@ -294,7 +300,7 @@ def test_in_flight__wait_mode_gives_up_with_409_after_the_wait(client: Client, s
 )
 def test_mismatch__same_key_different_request_is_422(
     client: Client, url: str, change: dict[str, Any]
-):
+) -> None:
     send(client, url, {"label": "pay"}, key="k")
 
     response = send(
@@ -310,7 +316,9 @@ def test_mismatch__same_key_different_request_is_422(
     assert executions() == 1
 
 
-def test_retry__with_another_charset_parameter_is_the_same_request(client: Client, url: str):
+def test_retry__with_another_charset_parameter_is_the_same_request(
+    client: Client, url: str
+) -> None:
     body = json.dumps({"label": "pay"})
     headers = {"Idempotency-Key": "k"}
     client.post(url, body, content_type="application/json", headers=headers)
@@ -320,11 +328,11 @@ def test_retry__with_another_charset_parameter_is_the_same_request(client: Clien
     assert retry["Idempotent-Replayed"] == "true"
 
 
-def test_fingerprint__multipart_body_read_by_the_csrf_check_still_counts():
+def test_fingerprint__multipart_body_read_by_the_csrf_check_still_counts() -> None:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     client = Client(enforce_csrf_checks=True)
-    client.force_login(UserFactory())
+    client.force_login(UserFactory.create())
     secret = "a" * 32
     client.cookies["csrftoken"] = secret
 
@@ -342,7 +350,7 @@ def test_fingerprint__multipart_body_read_by_the_csrf_check_still_counts():
     assert other_file.status_code == 422
 
 
-def test_fingerprint__custom_function_may_return_any_length(client: Client, settings: Any):
+def test_fingerprint__custom_function_may_return_any_length(client: Client, settings: Any) -> None:
     settings.IDEMPOTENCY_FINGERPRINT = lambda request: "f" * 500 + request.body.decode()
     send(client, "/plain/behave/", {"label": "a"}, key="k")
 
@@ -350,7 +358,7 @@ def test_fingerprint__custom_function_may_return_any_length(client: Client, sett
     assert send(client, "/plain/behave/", {"label": "b"}, key="k").status_code == 422
 
 
-def test_mismatch__different_path_is_422(client: Client, settings: Any):
+def test_mismatch__different_path_is_422(client: Client, settings: Any) -> None:
     settings.IDEMPOTENCY_REQUIRED = True
     send(client, "/plain/behave/", {}, key="k")
 
@@ -360,14 +368,14 @@ def test_mismatch__different_path_is_422(client: Client, settings: Any):
     assert executions() == 1
 
 
-def test_mismatch__status_is_configurable(client: Client, url: str, settings: Any):
+def test_mismatch__status_is_configurable(client: Client, url: str, settings: Any) -> None:
     settings.IDEMPOTENCY_MISMATCH_STATUS = 409
     send(client, url, {"label": "a"}, key="k")
 
     assert send(client, url, {"label": "b"}, key="k").status_code == 409
 
 
-def test_mismatch__against_an_in_flight_key_is_422(client: Client, url: str):
+def test_mismatch__against_an_in_flight_key_is_422(client: Client, url: str) -> None:
     claim_in_flight(client, url, {"label": "a"}, "k", lease=timedelta(seconds=60))
 
     assert send(client, url, {"label": "b"}, key="k").status_code == 422
@@ -376,7 +384,7 @@ def test_mismatch__against_an_in_flight_key_is_422(client: Client, url: str):
 # Lease expiry
 
 
-def test_expired_lease__next_request_takes_over_with_a_new_token(client: Client, url: str):
+def test_expired_lease__next_request_takes_over_with_a_new_token(client: Client, url: str) -> None:
     claim_in_flight(client, url, {"label": "pay"}, "k", lease=timedelta(seconds=60))
     crashed_token = IdempotencyKey.objects.get().token
     expire_now("k")  # the crashed owner's lease ends, by the store's clock
@@ -390,7 +398,7 @@ def test_expired_lease__next_request_takes_over_with_a_new_token(client: Client,
     assert executions("pay") == 1
 
 
-def test_expired_response__key_can_be_used_again(client: Client, url: str, settings: Any):
+def test_expired_response__key_can_be_used_again(client: Client, url: str, settings: Any) -> None:
     send(client, url, {"label": "a"}, key="k")
     IdempotencyKey.objects.update(expires_at=IdempotencyKey.objects.get().created_at)
 
@@ -428,7 +436,7 @@ def broken_store() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("broken_store")
-def test_store_unavailable__fails_closed_with_503(client: Client, url: str):
+def test_store_unavailable__fails_closed_with_503(client: Client, url: str) -> None:
     response = send(client, url, {"label": "pay"}, key="k")
 
     assert response.status_code == 503
@@ -440,7 +448,7 @@ def test_store_unavailable__fails_closed_with_503(client: Client, url: str):
 @pytest.mark.usefixtures("broken_store")
 def test_store_unavailable__fail_open_runs_logs_and_signals(
     client: Client, url: str, settings: Any, caplog: pytest.LogCaptureFixture
-):
+) -> None:
     settings.IDEMPOTENCY_FAIL_OPEN = True
     signalled: list[str] = []
 
@@ -471,7 +479,9 @@ def store_fails_at_completion() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("store_fails_at_completion")
-def test_store_unavailable_at_completion__rolls_the_view_back_with_503(client: Client, url: str):
+def test_store_unavailable_at_completion__rolls_the_view_back_with_503(
+    client: Client, url: str
+) -> None:
     response = send(client, url, {"label": "pay"}, key="k")
 
     assert response.status_code == 503
@@ -486,7 +496,7 @@ def test_store_unavailable_at_completion__rolls_the_view_back_with_503(client: C
 @pytest.mark.parametrize("payload", [{"stream": True}, {"file": True}, {"size": 2048}])
 def test_not_storable__first_response_goes_out_and_retries_get_409(
     client: Client, url: str, settings: Any, payload: dict[str, Any]
-):
+) -> None:
     settings.IDEMPOTENCY_MAX_RESPONSE_SIZE = 1024
     first = send(client, url, payload, key="k")
     retry = send(client, url, payload, key="k")
@@ -502,7 +512,7 @@ def test_not_storable__first_response_goes_out_and_retries_get_409(
 
 
 @pytest.mark.parametrize("status", [200, 201, 204, 400, 404, 422])
-def test_stored__2xx_and_deterministic_4xx_replay(client: Client, url: str, status: int):
+def test_stored__2xx_and_deterministic_4xx_replay(client: Client, url: str, status: int) -> None:
     first = send(client, url, {"status": status}, key="k")
     retry = send(client, url, {"status": status}, key="k")
 
@@ -514,7 +524,7 @@ def test_stored__2xx_and_deterministic_4xx_replay(client: Client, url: str, stat
 @pytest.mark.parametrize("status", [409, 429, 500, 503])
 def test_not_stored__transient_and_server_errors_roll_back_and_release(
     client: Client, url: str, status: int
-):
+) -> None:
     first = send(client, url, {"status": status}, key="k")
 
     assert first.status_code == status
@@ -524,7 +534,7 @@ def test_not_stored__transient_and_server_errors_roll_back_and_release(
     assert executions() == 1
 
 
-def test_exception__rolls_back_and_releases_so_a_retry_runs(client: Client, url: str):
+def test_exception__rolls_back_and_releases_so_a_retry_runs(client: Client, url: str) -> None:
     first = send(client, url, {"raise": True}, key="k")
 
     assert first.status_code == 500
@@ -533,7 +543,9 @@ def test_exception__rolls_back_and_releases_so_a_retry_runs(client: Client, url:
     assert send(client, url, {}, key="k").status_code == 201
 
 
-def test_server_error__without_atomic_mode_is_stored(client: Client, url: str, settings: Any):
+def test_server_error__without_atomic_mode_is_stored(
+    client: Client, url: str, settings: Any
+) -> None:
     settings.IDEMPOTENCY_ATOMIC = False
     first = send(client, url, {"status": 500}, key="k")
     retry = send(client, url, {"status": 500}, key="k")
@@ -545,7 +557,7 @@ def test_server_error__without_atomic_mode_is_stored(client: Client, url: str, s
 
 def test_exception__without_atomic_mode_stores_an_unknown_outcome(
     client: Client, url: str, settings: Any
-):
+) -> None:
     settings.IDEMPOTENCY_ATOMIC = False
     send(client, url, {"raise": True}, key="k")
     retry = send(client, url, {"raise": True}, key="k")
@@ -557,7 +569,7 @@ def test_exception__without_atomic_mode_stores_an_unknown_outcome(
 
 def test_server_error__without_atomic_mode_and_not_stored_keeps_the_key_for_its_lease(
     client: Client, url: str, settings: Any
-):
+) -> None:
     # The view may have had effects: no retry runs it again before the lease ends (issue 7).
     settings.IDEMPOTENCY_ATOMIC = False
     settings.IDEMPOTENCY_STORE_SERVER_ERRORS = False
@@ -574,7 +586,9 @@ def test_server_error__without_atomic_mode_and_not_stored_keeps_the_key_for_its_
 # Scope
 
 
-def test_scope__same_key_from_two_users_runs_twice(client: Client, url: str, django_user_model):
+def test_scope__same_key_from_two_users_runs_twice(
+    client: Client, url: str, django_user_model: Any
+) -> None:
     alice = django_user_model.objects.create_user("alice", password="pw")
     bob = django_user_model.objects.create_user("bob", password="pw")
     client.force_login(alice)
@@ -595,7 +609,7 @@ def test_scope__same_key_from_two_users_runs_twice(client: Client, url: str, dja
 
 def test_atomic_requests__compose_with_the_claim(
     client: Client, url: str, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
 
     first = send(client, url, {"label": "pay"}, key="k")
@@ -611,7 +625,7 @@ def test_atomic_requests__compose_with_the_claim(
 
 def test_atomic_requests__still_wrap_requests_without_a_key(
     client: Client, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
 
     response = send(client, "/drf/behave/", {"raise": True})
@@ -620,7 +634,7 @@ def test_atomic_requests__still_wrap_requests_without_a_key(
     assert executions() == 0
 
 
-def test_drf_validation_error__is_stored_and_replayed(client: Client):
+def test_drf_validation_error__is_stored_and_replayed(client: Client) -> None:
     first = send(client, "/drf/required/", {"validation_error": True}, key="k")
     retry = send(client, "/drf/required/", {"validation_error": True}, key="k")
 
@@ -631,7 +645,7 @@ def test_drf_validation_error__is_stored_and_replayed(client: Client):
 
 def test_drf_validation_error__under_atomic_requests_rolls_back_and_is_stored(
     client: Client, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
 
     first = send(client, "/drf/required/", {"validation_error": True}, key="k")
@@ -645,14 +659,14 @@ def test_drf_validation_error__under_atomic_requests_rolls_back_and_is_stored(
 # Entry-point rules (DESIGN §6)
 
 
-def test_mixin_view__is_handled_once_with_the_middleware_installed(client: Client):
+def test_mixin_view__is_handled_once_with_the_middleware_installed(client: Client) -> None:
     send(client, "/drf/required/", {"label": "pay"}, key="k")
 
     assert IdempotencyKey.objects.count() == 1
     assert send(client, "/drf/required/", {"label": "pay"}, key="k")["Idempotent-Replayed"]
 
 
-def test_exempt_view__is_left_alone(client: Client, settings: Any):
+def test_exempt_view__is_left_alone(client: Client, settings: Any) -> None:
     settings.IDEMPOTENCY_REQUIRED = True
 
     assert send(client, "/exempt/behave/", {"label": "x"}).status_code == 201
@@ -661,7 +675,7 @@ def test_exempt_view__is_left_alone(client: Client, settings: Any):
     assert not IdempotencyKey.objects.exists()
 
 
-def test_drf_view_without_mixin__is_left_alone_by_the_middleware(client: Client):
+def test_drf_view_without_mixin__is_left_alone_by_the_middleware(client: Client) -> None:
     # Its users are known only after DRF authenticates: the middleware cannot scope them
     # (docs/behaviour.md, "Security model"); check W002 names such views.
     first = send(client, "/drf-without-mixin/behave/", {"label": "pay"}, key="k")
@@ -673,7 +687,7 @@ def test_drf_view_without_mixin__is_left_alone_by_the_middleware(client: Client)
     assert not IdempotencyKey.objects.exists()
 
 
-def test_decorator__methods_option_covers_delete(client: Client):
+def test_decorator__methods_option_covers_delete(client: Client) -> None:
     first = send(client, "/decorated/behave/", {"status": 200}, key="d", method="delete")
     retry = send(client, "/decorated/behave/", {"status": 200}, key="d", method="delete")
 
@@ -681,7 +695,7 @@ def test_decorator__methods_option_covers_delete(client: Client):
     assert first.content == retry.content
 
 
-def test_default_methods__leave_put_and_delete_alone(client: Client, settings: Any):
+def test_default_methods__leave_put_and_delete_alone(client: Client, settings: Any) -> None:
     settings.IDEMPOTENCY_REQUIRED = True
 
     assert send(client, "/plain/behave/", {}, method="put").status_code == 201
@@ -692,7 +706,7 @@ def test_default_methods__leave_put_and_delete_alone(client: Client, settings: A
 
 
 @pytest.mark.asyncio
-async def test_async_view__behind_the_async_middleware(async_client: Any, settings: Any):
+async def test_async_view__behind_the_async_middleware(async_client: Any, settings: Any) -> None:
     from asgiref.sync import sync_to_async
 
     settings.IDEMPOTENCY_REQUIRED = True

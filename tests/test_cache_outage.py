@@ -43,7 +43,7 @@ def post(url: str, payload: dict[str, Any], key: str) -> Any:
 
 @pytest.mark.usefixtures("closed_port")
 @pytest.mark.parametrize("url", ENTRY_POINTS)
-def test_redis_unreachable__answers_503_and_never_runs_the_view(url: str):
+def test_redis_unreachable__answers_503_and_never_runs_the_view(url: str) -> None:
     response = post(url, {"label": "pay"}, "k")
 
     assert response.status_code == 503
@@ -54,7 +54,7 @@ def test_redis_unreachable__answers_503_and_never_runs_the_view(url: str):
 @pytest.mark.usefixtures("closed_port")
 def test_redis_unreachable__fail_open_runs_the_view_and_says_so(
     settings: Any, caplog: pytest.LogCaptureFixture
-):
+) -> None:
     settings.IDEMPOTENCY_FAIL_OPEN = True
 
     with caplog.at_level(logging.WARNING, logger="django_idempotency.engine"):
@@ -66,7 +66,9 @@ def test_redis_unreachable__fail_open_runs_the_view_and_says_so(
 
 
 @pytest.mark.parametrize("url", ENTRY_POINTS)
-def test_redis_stopped_mid_run__fails_closed_then_recovers(private_redis: RedisServer, url: str):
+def test_redis_stopped_mid_run__fails_closed_then_recovers(
+    private_redis: RedisServer, url: str
+) -> None:
     key = f"k-{uuid.uuid4()}"
     first = post(url, {"label": "pay"}, key)
     private_redis.stop()
@@ -83,7 +85,7 @@ def test_redis_stopped_mid_run__fails_closed_then_recovers(private_redis: RedisS
 
 def test_redis_stopped_during_the_view__answers_the_view_and_never_500s(
     private_redis: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-):
+) -> None:
     original_complete = CacheStorage.complete
 
     def complete_after_outage(self: CacheStorage, *args: Any, **kwargs: Any) -> None:
@@ -101,7 +103,7 @@ def test_redis_stopped_during_the_view__answers_the_view_and_never_500s(
 
 
 @pytest.mark.usefixtures("redis_cache")
-def test_stored_response__replays_binary_bodies_from_redis_byte_for_byte():
+def test_stored_response__replays_binary_bodies_from_redis_byte_for_byte() -> None:
     first = post("/decorated/behave/", {"binary": True}, "bin")
     retry = post("/decorated/behave/", {"binary": True}, "bin")
 

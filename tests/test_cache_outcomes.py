@@ -19,7 +19,7 @@ import pytest
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.db import connections
 from django.test import AsyncClient, Client
-from django_redis import get_redis_connection
+from django_redis import get_redis_connection  # type: ignore[import-untyped]
 
 from tests.testapp.models import Execution
 
@@ -31,7 +31,7 @@ ENTRY_POINTS = {
     "decorator": "/decorated/behave/",
     "async middleware": "/async/behave/",
 }
-OUTCOMES = {"5xx": {"status": 500}, "exception": {"raise": True}}
+OUTCOMES: dict[str, dict[str, Any]] = {"5xx": {"status": 500}, "exception": {"raise": True}}
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -15,7 +16,7 @@ import redis
 from django.core.checks import registry
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
-from django_redis import get_redis_connection
+from django_redis import get_redis_connection  # type: ignore[import-untyped]
 
 from django_idempotency.checks_cache import check_cache_eviction_policy, check_cache_storage
 from django_idempotency.storage import (
@@ -158,7 +159,7 @@ def test_claim__racing_threads_make_exactly_one_owner(storage: CacheStorage, key
 def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """Record every write of a command (or pipeline) to a Redis socket."""
     sent: list[bytes] = []
-    original = redis.connection.AbstractConnection.send_packed_command
+    original: Callable[..., None] = redis.connection.AbstractConnection.send_packed_command
 
     def counting(self: Any, command: Any, check_health: bool = True) -> None:
         sent.append(b"".join(command) if isinstance(command, list) else bytes(command))

@@ -10,13 +10,14 @@ from django.core.checks import Error, run_checks
 from django.test import override_settings
 
 from tests.settings import MIDDLEWARE
+from tests.testapp.models import Order
 
 
 def ids(**kwargs: Any) -> list[str]:
     return [message.id for message in run_checks(**kwargs) if message.id]
 
 
-def test_checks__pass_on_the_test_settings():
+def test_checks__pass_on_the_test_settings() -> None:
     messages = [m for m in run_checks() if m.id and m.id.startswith("django_idempotency")]
 
     # The test app keeps two DRF views without the mixin on purpose, to prove they are left alone.
@@ -25,7 +26,7 @@ def test_checks__pass_on_the_test_settings():
     assert "tests.testapp.views.ApiKeyWithoutMixinView" in messages[0].msg
 
 
-def test_drf_views_without_mixin__are_named_unless_exempt_or_read_only():
+def test_drf_views_without_mixin__are_named_unless_exempt_or_read_only() -> None:
     from django.urls import path
     from rest_framework import viewsets
     from rest_framework.views import APIView
@@ -37,7 +38,7 @@ def test_drf_views_without_mixin__are_named_unless_exempt_or_read_only():
         def get(self, request: Any) -> Any: ...
 
     class Catalogue(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
-        queryset = views.Order.objects.all()
+        queryset = Order.objects.all()
 
     urlconf = type(
         "urlconf",
@@ -84,7 +85,7 @@ def test_drf_views_without_mixin__are_named_unless_exempt_or_read_only():
         ("IDEMPOTENCY_FINGERPRINT", "django_idempotency.fingerprints.missing"),
     ],
 )
-def test_settings_check__reports_bad_type_or_range_as_e001(name: str, value: Any):
+def test_settings_check__reports_bad_type_or_range_as_e001(name: str, value: Any) -> None:
     with override_settings(**{name: value}):
         messages = [m for m in run_checks() if m.id == "django_idempotency.E001"]
 
@@ -95,18 +96,18 @@ def test_settings_check__reports_bad_type_or_range_as_e001(name: str, value: Any
 
 
 @pytest.mark.parametrize("value", [60, 0.5, timedelta(minutes=2)])
-def test_settings_check__accepts_seconds_or_timedelta(value: Any):
+def test_settings_check__accepts_seconds_or_timedelta(value: Any) -> None:
     with override_settings(IDEMPOTENCY_LEASE=value):
         assert "django_idempotency.E001" not in ids()
 
 
 @pytest.mark.parametrize("path", ["nowhere.Storage", "django_idempotency.conf.IdempotencySettings"])
-def test_storage_check__reports_unusable_storage_as_e002(path: str):
+def test_storage_check__reports_unusable_storage_as_e002(path: str) -> None:
     with override_settings(IDEMPOTENCY_STORAGE=path):
         assert "django_idempotency.E002" in ids()
 
 
-def test_middleware_check__reports_middleware_before_authentication_as_e003():
+def test_middleware_check__reports_middleware_before_authentication_as_e003() -> None:
     reordered = [m for m in MIDDLEWARE if "IdempotencyMiddleware" not in m]
     reordered.insert(0, "django_idempotency.middleware.IdempotencyMiddleware")
 
@@ -114,7 +115,7 @@ def test_middleware_check__reports_middleware_before_authentication_as_e003():
         assert "django_idempotency.E003" in ids()
 
 
-def test_decorated_views_check__reports_missing_middleware_as_e004():
+def test_decorated_views_check__reports_missing_middleware_as_e004() -> None:
     without = [m for m in MIDDLEWARE if "IdempotencyMiddleware" not in m]
 
     with override_settings(MIDDLEWARE=without):
@@ -124,13 +125,13 @@ def test_decorated_views_check__reports_missing_middleware_as_e004():
     assert "tests.testapp.views.decorated_behave" in messages[0].msg
 
 
-def test_required_check__warns_that_a_global_requirement_covers_forms_as_w001():
+def test_required_check__warns_that_a_global_requirement_covers_forms_as_w001() -> None:
     with override_settings(IDEMPOTENCY_REQUIRED=True):
         assert "django_idempotency.W001" in ids()
     assert "django_idempotency.W001" not in ids()
 
 
-def test_mixin__after_the_drf_view_class_is_refused_at_class_creation():
+def test_mixin__after_the_drf_view_class_is_refused_at_class_creation() -> None:
     from django.core.exceptions import ImproperlyConfigured
     from rest_framework.views import APIView
 
@@ -150,7 +151,7 @@ def test_mixin__after_the_drf_view_class_is_refused_at_class_creation():
         {"requried": True},
     ],
 )
-def test_idempotent__refuses_bad_options_when_the_view_is_defined(options: dict[str, Any]):
+def test_idempotent__refuses_bad_options_when_the_view_is_defined(options: dict[str, Any]) -> None:
     from django.core.exceptions import ImproperlyConfigured
 
     from django_idempotency.decorators import idempotent
@@ -161,7 +162,7 @@ def test_idempotent__refuses_bad_options_when_the_view_is_defined(options: dict[
         def view(request: Any) -> None: ...
 
 
-def test_mixin__refuses_bad_class_attributes_when_the_class_is_defined():
+def test_mixin__refuses_bad_class_attributes_when_the_class_is_defined() -> None:
     from django.core.exceptions import ImproperlyConfigured
     from rest_framework.views import APIView
 
@@ -178,13 +179,13 @@ IDEMPOTENCY_MIDDLEWARE = "django_idempotency.middleware.IdempotencyMiddleware"
 @pytest.mark.parametrize(
     "compressor", [GZIP_MIDDLEWARE, "tests.testapp.middleware.ProjectGZipMiddleware"]
 )
-def test_compression_check__warns_of_gzip_inside_the_middleware_as_w004(compressor: str):
+def test_compression_check__warns_of_gzip_inside_the_middleware_as_w004(compressor: str) -> None:
     with override_settings(MIDDLEWARE=[*MIDDLEWARE, compressor]):
         messages = [m for m in run_checks() if m.id == "django_idempotency.W004"]
 
     assert len(messages) == 1
     assert compressor in messages[0].msg
-    assert IDEMPOTENCY_MIDDLEWARE in messages[0].hint
+    assert IDEMPOTENCY_MIDDLEWARE in (messages[0].hint or "")
 
 
 @pytest.mark.parametrize(
@@ -197,6 +198,6 @@ def test_compression_check__warns_of_gzip_inside_the_middleware_as_w004(compress
     ],
     ids=["gzip-outside", "subclass-outside", "no-idempotency-middleware", "unimportable"],
 )
-def test_compression_check__is_silent_for_any_other_order(middleware: list[str]):
+def test_compression_check__is_silent_for_any_other_order(middleware: list[str]) -> None:
     with override_settings(MIDDLEWARE=middleware):
         assert "django_idempotency.W004" not in ids()

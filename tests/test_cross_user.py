@@ -78,12 +78,12 @@ class Principal:
 
 
 def _session(client: Client) -> dict[str, str]:
-    client.force_login(UserFactory())
+    client.force_login(UserFactory.create())
     return {}
 
 
 def _drf_token(client: Client) -> dict[str, str]:
-    return {"Authorization": f"Token {Token.objects.create(user=UserFactory()).key}"}
+    return {"Authorization": f"Token {Token.objects.create(user=UserFactory.create()).key}"}
 
 
 @pytest.fixture(

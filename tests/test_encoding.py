@@ -47,7 +47,7 @@ Send = Callable[..., Any]
 def send(request: pytest.FixtureRequest, storage_backend: str, transactional_db: None) -> Send:
     """Post as one logged-in user, with the test client or the async client."""
     client: Client | AsyncClient = Client() if request.param == "sync" else AsyncClient()
-    client.force_login(UserFactory())
+    client.force_login(UserFactory.create())
     # async_to_sync runs the handler's sync parts in this thread, on this test's connection.
     post = client.post if isinstance(client, Client) else async_to_sync(client.post)
 
@@ -103,7 +103,9 @@ def decoded(response: Any) -> dict[str, Any]:
 # A view that compresses its own body
 
 
-def test_replay__carries_the_views_content_encoding_with_the_same_bytes(send: Send, url: str):
+def test_replay__carries_the_views_content_encoding_with_the_same_bytes(
+    send: Send, url: str
+) -> None:
     first = send(url, {"gzip": True}, accept_encoding="gzip")
     retry = send(url, {"gzip": True}, accept_encoding="gzip")
     without_header = send(url, {"gzip": True})  # no Accept-Encoding: every coding is acceptable
@@ -121,7 +123,7 @@ def test_replay__carries_the_views_content_encoding_with_the_same_bytes(send: Se
     assert executions() == 1
 
 
-def test_replay__refused_coding_is_a_406_problem_not_unreadable_bytes(send: Send, url: str):
+def test_replay__refused_coding_is_a_406_problem_not_unreadable_bytes(send: Send, url: str) -> None:
     first = send(url, {"gzip": True}, accept_encoding="gzip")
     refused = send(url, {"gzip": True}, accept_encoding="identity")
     accepted = send(url, {"gzip": True}, accept_encoding="gzip")
@@ -136,7 +138,7 @@ def test_replay__refused_coding_is_a_406_problem_not_unreadable_bytes(send: Send
     assert executions() == 1
 
 
-def test_replay__carries_the_vary_header_of_the_original(send: Send, url: str):
+def test_replay__carries_the_vary_header_of_the_original(send: Send, url: str) -> None:
     send(url, {"vary": "Accept-Language"})
     retry = send(url, {"vary": "Accept-Language"})
 
@@ -150,7 +152,7 @@ def test_replay__carries_the_vary_header_of_the_original(send: Send, url: str):
 
 def test_gzip_middleware_outside__compresses_each_replay_for_its_retry(
     send: Send, url: str, settings: Any
-):
+) -> None:
     settings.MIDDLEWARE = [GZIP_MIDDLEWARE, *MIDDLEWARE]
 
     first = send(url, {}, accept_encoding="gzip")
@@ -169,7 +171,7 @@ def test_gzip_middleware_outside__compresses_each_replay_for_its_retry(
 
 def test_gzip_middleware_outside__leaves_a_views_own_coding_alone_on_replay(
     send: Send, url: str, settings: Any
-):
+) -> None:
     settings.MIDDLEWARE = [GZIP_MIDDLEWARE, *MIDDLEWARE]
 
     first = send(url, {"gzip": True}, accept_encoding="gzip")
@@ -184,7 +186,7 @@ def test_gzip_middleware_outside__leaves_a_views_own_coding_alone_on_replay(
 
 def test_gzip_middleware_inside__replay_is_labelled_or_refused(
     send: Send, middleware_url: str, settings: Any
-):
+) -> None:
     # After IdempotencyMiddleware, GZipMiddleware compresses before the response is stored.
     settings.MIDDLEWARE = [*MIDDLEWARE, GZIP_MIDDLEWARE]
 
@@ -205,7 +207,7 @@ def test_gzip_middleware_inside__replay_is_labelled_or_refused(
 
 def test_gzip_page__compresses_inside_the_middleware_so_replays_are_labelled_or_refused(
     send: Send,
-):
+) -> None:
     first = send("/encoding/gzip-page/", {}, accept_encoding="gzip")
     retry = send("/encoding/gzip-page/", {}, accept_encoding="gzip")
     refused = send("/encoding/gzip-page/", {}, accept_encoding="identity")
@@ -218,7 +220,9 @@ def test_gzip_page__compresses_inside_the_middleware_so_replays_are_labelled_or_
     assert executions() == 1
 
 
-def test_gzip_middleware_after_ours__is_still_outside_a_mixin_view(send: Send, settings: Any):
+def test_gzip_middleware_after_ours__is_still_outside_a_mixin_view(
+    send: Send, settings: Any
+) -> None:
     # Every middleware runs outside a DRF view, so the mixin stores the uncompressed body.
     settings.MIDDLEWARE = [*MIDDLEWARE, GZIP_MIDDLEWARE]
 
@@ -256,7 +260,9 @@ def test_gzip_middleware_after_ours__is_still_outside_a_mixin_view(send: Send, s
         ("identity, gzip", "gzip"),
     ],
 )
-def test_is_acceptable_encoding__accepts(content_encoding: str, accept_encoding: str | None):
+def test_is_acceptable_encoding__accepts(
+    content_encoding: str, accept_encoding: str | None
+) -> None:
     assert is_acceptable_encoding(content_encoding, accept_encoding)
 
 
@@ -280,7 +286,7 @@ def test_is_acceptable_encoding__accepts(content_encoding: str, accept_encoding:
         ("gzip, br", "gzip"),  # every coding applied must be acceptable
     ],
 )
-def test_is_acceptable_encoding__refuses(content_encoding: str, accept_encoding: str):
+def test_is_acceptable_encoding__refuses(content_encoding: str, accept_encoding: str) -> None:
     assert not is_acceptable_encoding(content_encoding, accept_encoding)
 
 
@@ -301,7 +307,7 @@ def stored(*headers: tuple[str, str]) -> StoredResponse:
 )
 def test_replay_response__varies_on_accept_encoding_when_the_body_is_coded(
     headers: tuple[tuple[str, str], ...], expected: str | None
-):
+) -> None:
     # The replay of a coded body is sent or refused by Accept-Encoding, whatever the original
     # said; an uncoded one keeps the original's Vary as it was.
     response = replay_response(stored(*headers), accept_encoding=None)
@@ -309,7 +315,7 @@ def test_replay_response__varies_on_accept_encoding_when_the_body_is_coded(
     assert response.get("Vary") == expected
 
 
-def test_replay_response__names_the_refused_coding_in_the_problem():
+def test_replay_response__names_the_refused_coding_in_the_problem() -> None:
     with pytest.raises(IdempotencyReplayNotAcceptable) as refused:
         replay_response(stored(("Content-Encoding", "gzip, br")), accept_encoding="gzip")
 
@@ -317,7 +323,7 @@ def test_replay_response__names_the_refused_coding_in_the_problem():
     assert "gzip, br" in refused.value.detail
 
 
-def test_replay_response__never_echoes_a_coding_that_is_not_a_name():
+def test_replay_response__never_echoes_a_coding_that_is_not_a_name() -> None:
     with pytest.raises(IdempotencyReplayNotAcceptable) as refused:
         replay_response(stored(("Content-Encoding", "gzip <b>")), accept_encoding="identity")
 

@@ -39,7 +39,9 @@ def example_env(tmp_path: Path) -> Iterator[dict[str, str]]:
             db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_demo__runs_the_example_api_and_every_expectation_holds(example_env: dict[str, str]):
+def test_demo__runs_the_example_api_and_every_expectation_holds(
+    example_env: dict[str, str],
+) -> None:
     def manage(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, str(ROOT / "manage.py"), *args],
@@ -59,7 +61,9 @@ def test_demo__runs_the_example_api_and_every_expectation_holds(example_env: dic
     assert "422" in demo.stdout
 
 
-def test_schema__documents_the_key_on_the_orders_api(example_env: dict[str, str], tmp_path: Path):
+def test_schema__documents_the_key_on_the_orders_api(
+    example_env: dict[str, str], tmp_path: Path
+) -> None:
     schema_file = tmp_path / "schema.json"
     options = ["--validate", "--fail-on-warn", "--format", "openapi-json", "--file", schema_file]
     generated = subprocess.run(

@@ -65,7 +65,7 @@ def post_raw(
 def session_cookie() -> str:
     """Log a new user in, in the test database the server reads, and return its cookie."""
     client = Client()
-    client.force_login(UserFactory())
+    client.force_login(UserFactory.create())
     name = settings.SESSION_COOKIE_NAME
     return f"{name}={client.cookies[name].value}"
 

@@ -195,7 +195,7 @@ def create_credentials() -> dict[str, Credentials]:
         cookies: dict[str, str] = {}
         username = ""
         if scheme != "anonymous":
-            user: User = UserFactory(username=f"props-{name}")
+            user: User = UserFactory.create(username=f"props-{name}")
             username = user.username
             token = Token.objects.create(user=user).key
         if scheme == "session":

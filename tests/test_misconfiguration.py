@@ -18,7 +18,7 @@ import logging
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -63,7 +63,7 @@ BAD_SETTINGS = {
 @pytest.fixture
 def client() -> Client:
     client = Client()  # raises the request's exception, as Django's handler would log it
-    client.force_login(UserFactory())
+    client.force_login(UserFactory.create())
     return client
 
 
@@ -80,14 +80,14 @@ def nothing_happened() -> bool:
 # One table: each option's default and validity is written once.
 
 
-def test_the_table__gives_every_setting_its_default():
+def test_the_table__gives_every_setting_its_default() -> None:
     assert {
         f"IDEMPOTENCY_{name.upper()}": option.default for name, option in validation.OPTIONS.items()
     } == conf.DEFAULTS
     assert conf.DEFAULTS["IDEMPOTENCY_ANONYMOUS"] == "session"
 
 
-def test_the_table__gives_the_checks_and_the_views_their_validators():
+def test_the_table__gives_the_checks_and_the_views_their_validators() -> None:
     for name, option in validation.OPTIONS.items():
         assert validation.SETTING_VALIDATORS[f"IDEMPOTENCY_{name.upper()}"] == option.setting
         assert validation.OPTION_VALIDATORS.get(name) == option.view
@@ -99,7 +99,7 @@ def test_the_table__gives_the_checks_and_the_views_their_validators():
     }
 
 
-def test_the_table__names_every_field_a_policy_takes_from_the_settings():
+def test_the_table__names_every_field_a_policy_takes_from_the_settings() -> None:
     policy_fields = {field.name for field in Policy.__dataclass_fields__.values()}
 
     assert set(validation.OPTION_VALIDATORS) | {"header"} == policy_fields
@@ -108,7 +108,7 @@ def test_the_table__names_every_field_a_policy_takes_from_the_settings():
 # Misspelled per-view options: refused where the view is defined.
 
 
-def test_mixin__a_misspelled_attribute_is_refused_with_the_name_it_meant():
+def test_mixin__a_misspelled_attribute_is_refused_with_the_name_it_meant() -> None:
     from rest_framework.views import APIView
 
     with pytest.raises(ImproperlyConfigured) as refused:
@@ -122,7 +122,7 @@ def test_mixin__a_misspelled_attribute_is_refused_with_the_name_it_meant():
     assert "did you mean 'idempotency_required'?" in message
 
 
-def test_mixin__a_misspelled_hook_is_refused_with_the_name_it_meant():
+def test_mixin__a_misspelled_hook_is_refused_with_the_name_it_meant() -> None:
     from rest_framework.views import APIView
 
     with pytest.raises(ImproperlyConfigured) as refused:
@@ -137,19 +137,19 @@ def test_mixin__a_misspelled_hook_is_refused_with_the_name_it_meant():
     assert "did you mean 'get_idempotency_required'?" in message
 
 
-def test_mixin__a_known_attribute_of_the_wrong_type_is_refused():
+def test_mixin__a_known_attribute_of_the_wrong_type_is_refused() -> None:
     from rest_framework.views import APIView
 
     with pytest.raises(ImproperlyConfigured) as refused:
 
         class ChargeView(IdempotencyMixin, APIView):
-            idempotency_ttl = "3600"
+            idempotency_ttl = "3600"  # type: ignore[assignment]  # the mistake under test
 
     assert "ChargeView" in str(refused.value)
     assert "idempotency_ttl='3600' is not a positive timedelta" in str(refused.value)
 
 
-def test_mixin__every_documented_option_and_hook_is_accepted():
+def test_mixin__every_documented_option_and_hook_is_accepted() -> None:
     from rest_framework.views import APIView
 
     class ChargeView(IdempotencyMixin, APIView):
@@ -166,7 +166,7 @@ def test_mixin__every_documented_option_and_hook_is_accepted():
     assert ChargeView.idempotency_class_options()["required"] is True
 
 
-def test_decorator__a_misspelled_keyword_is_refused_with_the_name_it_meant():
+def test_decorator__a_misspelled_keyword_is_refused_with_the_name_it_meant() -> None:
     def charge(request: Any) -> Any: ...
 
     with pytest.raises(ImproperlyConfigured) as refused:
@@ -176,6 +176,39 @@ def test_decorator__a_misspelled_keyword_is_refused_with_the_name_it_meant():
     assert "'requried' is not an idempotency option (did you mean 'required'?)" in str(
         refused.value
     )
+
+
+def _api_view_function() -> Any:
+    from rest_framework.decorators import api_view
+
+    @api_view(["POST"])
+    def charge(request: Any) -> Any: ...
+
+    return charge
+
+
+def _api_view_class() -> Any:
+    from rest_framework.views import APIView
+
+    class ChargeView(APIView):
+        def post(self, request: Any) -> Any: ...
+
+    return ChargeView.as_view()
+
+
+@pytest.mark.parametrize(
+    "drf_view", [_api_view_function, _api_view_class], ids=["api_view", "APIView.as_view"]
+)
+def test_decorator__on_a_drf_view_is_refused_since_it_would_protect_nothing(
+    drf_view: Callable[[], Any],
+) -> None:
+    # The middleware leaves DRF views alone (it runs before DRF authenticates): the mark
+    # would be ignored, and a payments view left unprotected without a word.
+    with pytest.raises(ImproperlyConfigured) as refused:
+        idempotent(required=True)(drf_view())
+
+    assert "a DRF view cannot be protected by @idempotent" in str(refused.value)
+    assert "IdempotencyMixin" in str(refused.value)
 
 
 # Misspelled settings: W003.
@@ -188,7 +221,7 @@ def w003(settings: Any) -> list[str]:
     ]
 
 
-def test_check__a_misspelled_setting_is_named_with_the_setting_it_meant(settings: Any):
+def test_check__a_misspelled_setting_is_named_with_the_setting_it_meant(settings: Any) -> None:
     settings.IDEMPOTENCY_REQUIRD = True
 
     assert w003(settings) == [
@@ -197,7 +230,7 @@ def test_check__a_misspelled_setting_is_named_with_the_setting_it_meant(settings
     ]
 
 
-def test_check__settings_of_other_idempotency_packages_are_left_alone(settings: Any):
+def test_check__settings_of_other_idempotency_packages_are_left_alone(settings: Any) -> None:
     from django_idempotency.checks import OTHER_PACKAGES_SETTINGS
 
     settings.IDEMPOTENCY_KEY = "HTTP_IDEMPOTENCY_KEY"
@@ -208,7 +241,7 @@ def test_check__settings_of_other_idempotency_packages_are_left_alone(settings: 
     assert w003(settings) == []
 
 
-def test_check__w003_is_silenced_like_any_check(settings: Any):
+def test_check__w003_is_silenced_like_any_check(settings: Any) -> None:
     settings.IDEMPOTENCY_REQUIRD = True
     settings.SILENCED_SYSTEM_CHECKS = ["django_idempotency.W003"]
 
@@ -222,7 +255,7 @@ def test_check__w003_is_silenced_like_any_check(settings: Any):
 @pytest.mark.parametrize("setting", list(BAD_SETTINGS))
 def test_bad_setting__a_covered_request_is_refused_naming_the_setting(
     client: Client, settings: Any, entry_point: str, setting: str
-):
+) -> None:
     value, expected = BAD_SETTINGS[setting]
     setattr(settings, setting, value)
 
@@ -237,7 +270,7 @@ def test_bad_setting__a_covered_request_is_refused_naming_the_setting(
 @pytest.mark.parametrize("setting", list(BAD_SETTINGS))
 def test_bad_setting__a_safe_request_works_as_usual(
     client: Client, settings: Any, entry_point: str, setting: str
-):
+) -> None:
     setattr(settings, setting, BAD_SETTINGS[setting][0])
 
     response = client.get(ENTRY_POINTS[entry_point], headers={"Idempotency-Key": "k-1"})
@@ -248,7 +281,7 @@ def test_bad_setting__a_safe_request_works_as_usual(
 
 def test_bad_setting__an_unkeyed_post_where_keys_are_optional_works_as_usual(
     client: Client, settings: Any
-):
+) -> None:
     settings.IDEMPOTENCY_TTL = "3600"
 
     response = client.post("/plain/behave/", {}, content_type="application/json")
@@ -256,9 +289,9 @@ def test_bad_setting__an_unkeyed_post_where_keys_are_optional_works_as_usual(
     assert response.status_code == 201
 
 
-def test_bad_setting__the_admin_login_page_works(settings: Any):
+def test_bad_setting__the_admin_login_page_works(settings: Any) -> None:
     settings.IDEMPOTENCY_TTL = "3600"
-    UserFactory(username="staff", password="secret", is_staff=True, is_superuser=True)
+    UserFactory.create(username="staff", password="secret", is_staff=True, is_superuser=True)
     client = Client()
 
     page = client.get("/admin/login/")
@@ -271,7 +304,7 @@ def test_bad_setting__the_admin_login_page_works(settings: Any):
 
 def test_bad_setting__is_logged_once_when_it_first_leaves_a_request_alone(
     client: Client, settings: Any, caplog: pytest.LogCaptureFixture
-):
+) -> None:
     settings.IDEMPOTENCY_TTL = "3600"
 
     with caplog.at_level(logging.ERROR, logger="django_idempotency"):
@@ -283,7 +316,7 @@ def test_bad_setting__is_logged_once_when_it_first_leaves_a_request_alone(
     assert "IDEMPOTENCY_TTL is '3600'" in logged[0]
 
 
-def test_bad_setting__every_bad_setting_is_named_at_once(client: Client, settings: Any):
+def test_bad_setting__every_bad_setting_is_named_at_once(client: Client, settings: Any) -> None:
     settings.IDEMPOTENCY_TTL = "3600"
     settings.IDEMPOTENCY_MISMATCH_STATUS = 418
 
@@ -294,7 +327,7 @@ def test_bad_setting__every_bad_setting_is_named_at_once(client: Client, setting
     assert "IDEMPOTENCY_MISMATCH_STATUS is 418" in str(refused.value)
 
 
-def test_bad_setting__once_fixed_the_layer_protects_again(client: Client, settings: Any):
+def test_bad_setting__once_fixed_the_layer_protects_again(client: Client, settings: Any) -> None:
     settings.IDEMPOTENCY_TTL = "3600"
     with pytest.raises(ImproperlyConfigured):
         keyed_post(client, "/plain/behave/")
@@ -309,7 +342,7 @@ def test_bad_setting__once_fixed_the_layer_protects_again(client: Client, settin
 @pytest.mark.asyncio
 async def test_bad_setting__async_middleware_refuses_covered_and_serves_safe(
     async_client: Any, settings: Any
-):
+) -> None:
     from asgiref.sync import sync_to_async
     from django.db import connections
 
@@ -332,7 +365,7 @@ async def test_bad_setting__async_middleware_refuses_covered_and_serves_safe(
 # When the bad setting is one that decides coverage, every doubt counts as covered.
 
 
-def test_bad_methods__every_unsafe_method_counts_as_covered(client: Client, settings: Any):
+def test_bad_methods__every_unsafe_method_counts_as_covered(client: Client, settings: Any) -> None:
     settings.IDEMPOTENCY_METHODS = "POST"  # a string, not a list
 
     with pytest.raises(ImproperlyConfigured, match="IDEMPOTENCY_METHODS is 'POST'"):
@@ -346,7 +379,7 @@ def test_bad_methods__every_unsafe_method_counts_as_covered(client: Client, sett
     assert page.status_code == 201
 
 
-def test_bad_required__every_unsafe_request_counts_as_keyed(client: Client, settings: Any):
+def test_bad_required__every_unsafe_request_counts_as_keyed(client: Client, settings: Any) -> None:
     settings.IDEMPOTENCY_REQUIRED = "yes"
 
     with pytest.raises(ImproperlyConfigured, match="IDEMPOTENCY_REQUIRED is 'yes'"):
@@ -354,7 +387,7 @@ def test_bad_required__every_unsafe_request_counts_as_keyed(client: Client, sett
     assert client.get("/plain/behave/").status_code == 201
 
 
-def test_bad_header__every_unsafe_request_counts_as_keyed(client: Client, settings: Any):
+def test_bad_header__every_unsafe_request_counts_as_keyed(client: Client, settings: Any) -> None:
     settings.IDEMPOTENCY_HEADER = ""
 
     with pytest.raises(ImproperlyConfigured, match="IDEMPOTENCY_HEADER is ''"):
@@ -366,7 +399,7 @@ def test_bad_header__every_unsafe_request_counts_as_keyed(client: Client, settin
 
 def test_view_methods__decide_coverage_when_only_another_setting_is_bad(
     client: Client, settings: Any
-):
+) -> None:
     # /decorated/behave/ covers POST, PATCH and DELETE, whatever IDEMPOTENCY_METHODS says.
     settings.IDEMPOTENCY_METHODS = ["PUT"]
     settings.IDEMPOTENCY_TTL = "3600"
@@ -407,7 +440,7 @@ def misconfigured_server(
 @pytest.mark.postgres
 def test_gunicorn__a_bad_setting_refuses_covered_requests_and_serves_the_rest(
     misconfigured_server: LiveServer,
-):
+) -> None:
     key = str(uuid.uuid4())
     request = urllib.request.Request(
         misconfigured_server.url + "/live/orders/",

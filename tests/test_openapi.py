@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import path
@@ -51,7 +51,10 @@ def schema_settings(settings: Any) -> None:
 
 def generate(**generator_kwargs: Any) -> dict[str, Any]:
     """Return the schema as ``manage.py spectacular`` and ``SpectacularAPIView`` make it."""
-    return SchemaGenerator(**generator_kwargs).get_schema(request=None, public=True)
+    schema: dict[str, Any] = SchemaGenerator(**generator_kwargs).get_schema(  # type: ignore[no-untyped-call]
+        request=None, public=True
+    )
+    return schema
 
 
 def key_parameter(operation: dict[str, Any]) -> dict[str, Any] | None:
@@ -84,7 +87,7 @@ def assert_untouched(operation: dict[str, Any]) -> None:
 # The Idempotency-Key parameter
 
 
-def test_key_parameter__required_by_a_mixin_view():
+def test_key_parameter__required_by_a_mixin_view() -> None:
     operation = generate()["paths"]["/drf/required/"]["post"]
 
     parameter = key_parameter(operation)
@@ -96,7 +99,7 @@ def test_key_parameter__required_by_a_mixin_view():
     assert parameter["schema"] == {"type": "string", "minLength": 1, "pattern": KEY_PATTERN}
 
 
-def test_key_parameter__optional_when_the_view_does_not_require_it():
+def test_key_parameter__optional_when_the_view_does_not_require_it() -> None:
     operation = generate()["paths"]["/drf/behave/"]["post"]
 
     parameter = key_parameter(operation)
@@ -106,7 +109,7 @@ def test_key_parameter__optional_when_the_view_does_not_require_it():
     assert parameter["description"].startswith("Optional")
 
 
-def test_key_parameter__follows_the_views_methods():
+def test_key_parameter__follows_the_views_methods() -> None:
     paths = generate()["paths"]
 
     # DRFBehaveView adds DELETE; OrderViewSet keeps the default POST and PATCH.
@@ -117,7 +120,7 @@ def test_key_parameter__follows_the_views_methods():
     assert_untouched(paths["/api/orders/{id}/"]["delete"])
 
 
-def test_key_parameter__never_on_safe_methods():
+def test_key_parameter__never_on_safe_methods() -> None:
     paths = generate()["paths"]
 
     for path_item in paths.values():
@@ -127,14 +130,14 @@ def test_key_parameter__never_on_safe_methods():
     assert "get" in paths["/api/orders/{id}/"]
 
 
-def test_a_bad_setting__is_named_rather_than_guessed_around(settings: Any):
+def test_a_bad_setting__is_named_rather_than_guessed_around(settings: Any) -> None:
     settings.IDEMPOTENCY_METHODS = ["POST", "PATCH", "GET"]  # check E001 reports it too
 
     with pytest.raises(ImproperlyConfigured, match="IDEMPOTENCY_METHODS is"):
         generate()
 
 
-def test_key_parameter__decided_per_action_by_the_views_hooks():
+def test_key_parameter__decided_per_action_by_the_views_hooks() -> None:
     paths = generate()["paths"]
 
     assert key_required(paths["/api/receipts/"]["post"]) is True
@@ -144,14 +147,14 @@ def test_key_parameter__decided_per_action_by_the_views_hooks():
 
 def test_key_parameter__class_attributes_when_a_hook_needs_a_real_request(
     capsys: pytest.CaptureFixture[str],
-):
+) -> None:
     operation = generate()["paths"]["/organisation/"]["post"]
 
     assert key_required(operation) is True
     assert "OrganisationView.get_idempotency_options() failed" in capsys.readouterr().err
 
 
-def test_key_parameter__named_after_the_header_setting(settings: Any):
+def test_key_parameter__named_after_the_header_setting(settings: Any) -> None:
     settings.IDEMPOTENCY_HEADER = "X-Request-Key"
 
     operation = generate()["paths"]["/drf/required/"]["post"]
@@ -186,7 +189,7 @@ header_values = st.one_of(
 @example("a" * 256)
 @example('"' + "\\\\" * 255 + '"')
 @example('"' + "a" * 256 + '"')
-def test_key_pattern__accepts_what_parse_key_accepts(value: str):
+def test_key_pattern__accepts_what_parse_key_accepts(value: str) -> None:
     if value != value.strip(" \t"):
         return  # header parsers drop surrounding whitespace before any of this
 
@@ -203,7 +206,7 @@ def test_key_pattern__accepts_what_parse_key_accepts(value: str):
 # Error responses
 
 
-def test_error_responses__every_status_and_code_of_a_mixin_view():
+def test_error_responses__every_status_and_code_of_a_mixin_view() -> None:
     operation = generate()["paths"]["/drf/required/"]["post"]
     responses = operation["responses"]
 
@@ -221,7 +224,7 @@ def test_error_responses__every_status_and_code_of_a_mixin_view():
     assert codes(responses["503"]) == ["idempotency_store_unavailable"]
 
 
-def test_error_responses__no_403_where_anonymous_callers_share_a_scope(settings: Any):
+def test_error_responses__no_403_where_anonymous_callers_share_a_scope(settings: Any) -> None:
     settings.IDEMPOTENCY_ANONYMOUS = "shared"
 
     responses = generate()["paths"]["/drf/required/"]["post"]["responses"]
@@ -229,7 +232,7 @@ def test_error_responses__no_403_where_anonymous_callers_share_a_scope(settings:
     assert "403" not in responses
 
 
-def test_error_responses__retry_after_where_a_retry_can_succeed():
+def test_error_responses__retry_after_where_a_retry_can_succeed() -> None:
     responses = generate()["paths"]["/drf/required/"]["post"]["responses"]
 
     assert responses["503"]["headers"]["Retry-After"]["required"] is True
@@ -243,21 +246,21 @@ def test_error_responses__retry_after_where_a_retry_can_succeed():
         assert "Retry-After" not in responses[status].get("headers", {})
 
 
-def test_error_responses__the_exception_handlers_format_behind_the_mixin():
+def test_error_responses__the_exception_handlers_format_behind_the_mixin() -> None:
     responses = generate()["paths"]["/drf/required/"]["post"]["responses"]
 
     for status in IDEMPOTENCY_ERRORS:
         assert responses[status]["content"] == {"application/json": {"schema": ERROR_DETAIL_REF}}
 
 
-def test_error_responses__only_missing_when_required():
+def test_error_responses__only_missing_when_required() -> None:
     paths = generate()["paths"]
 
     assert codes(paths["/drf/behave/"]["post"]["responses"]["400"]) == ["idempotency_key_invalid"]
     assert "idempotency_key_missing" in codes(paths["/drf/required/"]["post"]["responses"]["400"])
 
 
-def test_error_responses__follow_the_views_policy():
+def test_error_responses__follow_the_views_policy() -> None:
     # LenientView: mismatch answered 409, fail-open, no shared transaction.
     responses = generate()["paths"]["/lenient/"]["post"]["responses"]
 
@@ -270,7 +273,7 @@ def test_error_responses__follow_the_views_policy():
     ]  # and no lease_expired: that needs a shared transaction
 
 
-def test_error_responses__no_413_without_an_upload_limit(settings: Any):
+def test_error_responses__no_413_without_an_upload_limit(settings: Any) -> None:
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = None
 
     responses = generate()["paths"]["/drf/required/"]["post"]["responses"]
@@ -278,13 +281,13 @@ def test_error_responses__no_413_without_an_upload_limit(settings: Any):
     assert "413" not in responses
 
 
-def test_error_responses__merged_into_the_views_own():
+def test_error_responses__merged_into_the_views_own() -> None:
     # Declared here, not in tests.testapp: @extend_schema reads DEFAULT_SCHEMA_CLASS when it
     # decorates, and a project sets it in its settings, before its views are imported.
-    class ValidationErrorSerializer(serializers.Serializer):
+    class ValidationErrorSerializer(serializers.Serializer[Any]):
         amount = serializers.ListField(child=serializers.CharField())
 
-    class InvoiceView(IdempotencyMixin, generics.CreateAPIView):
+    class InvoiceView(IdempotencyMixin, generics.CreateAPIView[Any]):
         serializer_class = openapi_views.InvoiceSerializer
         idempotency_required = True
 
@@ -307,7 +310,7 @@ def test_error_responses__merged_into_the_views_own():
     }
 
 
-def test_error_responses__a_schema_class_for_problem_handlers(settings: Any):
+def test_error_responses__a_schema_class_for_problem_handlers(settings: Any) -> None:
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
         "DEFAULT_SCHEMA_CLASS": f"{__name__}.ProblemHandlerSchema",
@@ -328,7 +331,7 @@ class ProblemHandlerSchema(IdempotencyAutoSchema):
 # The Idempotent-Replayed header
 
 
-def test_replayed_header__on_the_views_responses_only():
+def test_replayed_header__on_the_views_responses_only() -> None:
     paths = generate()["paths"]
     created = paths["/api/orders/"]["post"]["responses"]
     deleted = paths["/drf/behave/"]["delete"]["responses"]
@@ -344,7 +347,7 @@ def test_replayed_header__on_the_views_responses_only():
 # The components
 
 
-def test_problem_component__describes_problem_response(settings: Any):
+def test_problem_component__describes_problem_response(settings: Any) -> None:
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
         "DEFAULT_SCHEMA_CLASS": f"{__name__}.ProblemHandlerSchema",
@@ -359,13 +362,13 @@ def test_problem_component__describes_problem_response(settings: Any):
     jsonschema.validate(body, problem)
 
 
-def test_error_detail_component__describes_drfs_default_handler():
+def test_error_detail_component__describes_drfs_default_handler() -> None:
     components = generate()["components"]["schemas"]
 
     assert components["IdempotencyErrorDetail"]["required"] == ["detail"]
 
 
-def test_error_codes__every_error_can_be_documented():
+def test_error_codes__every_error_can_be_documented() -> None:
     documented = set()
     schema = generate()
     for path_item in schema["paths"].values():
@@ -389,7 +392,7 @@ def error_classes() -> list[type[IdempotencyError]]:
 # DRF views without the mixin
 
 
-def test_drf_views_without_the_mixin__are_not_documented():
+def test_drf_views_without_the_mixin__are_not_documented() -> None:
     # The middleware leaves them alone (docs/behaviour.md, "Security model"), decorated or not.
     paths = generate()["paths"]
 
@@ -402,19 +405,19 @@ def test_drf_views_without_the_mixin__are_not_documented():
 
 
 @pytest.mark.parametrize("version", ["3.0.3", "3.1.0"])
-def test_schema__valid_openapi(version: str):
+def test_schema__valid_openapi(version: str) -> None:
     with patched_settings({"OAS_VERSION": version}):
         schema = generate()
 
     assert schema["openapi"] == version
-    validate_schema(schema)
+    validate_schema(schema)  # type: ignore[no-untyped-call]
 
 
 @pytest.mark.parametrize(
     ("url", "content_type"),
     [("/drf/required/", "application/json")],
 )
-def test_schema__describes_the_response_sent(url: str, content_type: str):
+def test_schema__describes_the_response_sent(url: str, content_type: str) -> None:
     schema = generate()
     documented = schema["paths"][url]["post"]["responses"]["400"]
 
@@ -427,10 +430,10 @@ def test_schema__describes_the_response_sent(url: str, content_type: str):
 
 
 @pytest.mark.django_db
-def test_schema__describes_the_replay_sent():
+def test_schema__describes_the_replay_sent() -> None:
     documented = generate()["paths"]["/api/orders/"]["post"]["responses"]["201"]
     client = APIClient()
-    client.force_authenticate(UserFactory())
+    client.force_authenticate(UserFactory.create())
     headers = {"Idempotency-Key": "8e03978e-40d5-43e8-bc93-6894a57f9324"}
 
     first = client.post("/api/orders/", {"item": "tea"}, format="json", headers=headers)
@@ -447,7 +450,7 @@ def test_schema__describes_the_replay_sent():
 # Packaging
 
 
-def test_package__only_its_contrib_module_imports_drf_spectacular():
+def test_package__only_its_contrib_module_imports_drf_spectacular() -> None:
     importers = {
         module.relative_to(PACKAGE).as_posix()
         for module in PACKAGE.rglob("*.py")

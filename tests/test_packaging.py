@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.django_db
-def test_migrations__none_missing():
+def test_migrations__none_missing() -> None:
     out = StringIO()
 
     call_command("makemigrations", "--check", "--dry-run", stdout=out, stderr=StringIO())
@@ -44,7 +44,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     return zipfile.ZipFile(path)
 
 
-def test_wheel__contains_migrations_and_py_typed(wheel: zipfile.ZipFile):
+def test_wheel__contains_migrations_and_py_typed(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
 
     assert "django_idempotency/py.typed" in names
@@ -53,7 +53,7 @@ def test_wheel__contains_migrations_and_py_typed(wheel: zipfile.ZipFile):
     assert "django_idempotency/management/commands/purge_idempotency_keys.py" in names
 
 
-def test_wheel__contains_nothing_from_tests_or_the_example(wheel: zipfile.ZipFile):
+def test_wheel__contains_nothing_from_tests_or_the_example(wheel: zipfile.ZipFile) -> None:
     top_level = {name.split("/")[0] for name in wheel.namelist()}
 
     assert top_level == {"django_idempotency", *{n for n in top_level if n.endswith(".dist-info")}}

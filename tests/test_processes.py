@@ -237,6 +237,7 @@ def test_gunicorn__two_key_header_lines_are_one_400(
 
     url = urlsplit(live.url)
     body = json.dumps({"item": f"item-{uuid.uuid4()}"}).encode()
+    assert url.hostname is not None
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=REQUEST_SECONDS)
     try:
         connection.putrequest("POST", "/live/orders/")

@@ -47,7 +47,7 @@ CALLER = "Bearer fuzz-caller"
 
 @fuzz
 @given(raw=header_values)
-def test_parse_key__returns_visible_ascii_or_raises_invalid(raw: str):
+def test_parse_key__returns_visible_ascii_or_raises_invalid(raw: str) -> None:
     try:
         key = parse_key(raw)
     except IdempotencyKeyInvalid:
@@ -58,7 +58,7 @@ def test_parse_key__returns_visible_ascii_or_raises_invalid(raw: str):
 
 @fuzz
 @given(key=st.from_regex(r"\A[!-~]{1,255}\Z"))
-def test_parse_key__sf_string_quoting_round_trips(key: str):
+def test_parse_key__sf_string_quoting_round_trips(key: str) -> None:
     quoted = '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     assert parse_key(quoted) == key
@@ -77,7 +77,7 @@ def test_parse_key__sf_string_quoting_round_trips(key: str):
 )
 def test_any_request__never_gets_a_5xx_from_the_layer(
     url: str, key: str | None, content_type: str, body: bytes, query: str, method: str
-):
+) -> None:
     client = Client(raise_request_exception=False)
     headers: dict[str, Any] = {"Authorization": CALLER}
     if key is not None:
@@ -95,7 +95,7 @@ def test_any_request__never_gets_a_5xx_from_the_layer(
 
 @fuzz
 @given(key=header_values, body=st.binary(max_size=256))
-def test_rejected_request__leaves_no_half_written_record(key: str, body: bytes):
+def test_rejected_request__leaves_no_half_written_record(key: str, body: bytes) -> None:
     client = Client(raise_request_exception=False)
     before = set(IdempotencyKey.objects.values_list("pk", "state"))
 

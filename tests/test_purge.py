@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import OperationalError, connection, connections
+from django.db import OperationalError, connection, connections, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -41,18 +42,18 @@ def mixed_records() -> dict[str, IdempotencyKey]:
     """One record of each kind the purge must tell apart."""
     now = timezone.now()
     return {
-        "expired_completed": IdempotencyKeyFactory(key="expired-completed", expired=True),
-        "expired_not_replayable": IdempotencyKeyFactory(
+        "expired_completed": IdempotencyKeyFactory.create(key="expired-completed", expired=True),
+        "expired_not_replayable": IdempotencyKeyFactory.create(
             key="expired-not-replayable", expired=True, state=State.NOT_REPLAYABLE
         ),
-        "stuck_in_flight": IdempotencyKeyFactory(
+        "stuck_in_flight": IdempotencyKeyFactory.create(
             key="stuck-in-flight", in_flight=True, expires_at=now - timedelta(hours=2)
         ),
-        "recent_in_flight": IdempotencyKeyFactory(
+        "recent_in_flight": IdempotencyKeyFactory.create(
             key="recent-in-flight", in_flight=True, expires_at=now - timedelta(minutes=10)
         ),
-        "live_in_flight": IdempotencyKeyFactory(key="live-in-flight", in_flight=True),
-        "live_completed": IdempotencyKeyFactory(key="live-completed"),
+        "live_in_flight": IdempotencyKeyFactory.create(key="live-in-flight", in_flight=True),
+        "live_completed": IdempotencyKeyFactory.create(key="live-completed"),
     }
 
 
@@ -102,7 +103,7 @@ def test_purge__dry_run_counts_and_deletes_nothing(
 @pytest.mark.django_db
 def test_purge__deletes_in_batches_of_batch_size() -> None:
     IdempotencyKeyFactory.create_batch(7, expired=True)
-    IdempotencyKeyFactory(key="live")
+    IdempotencyKeyFactory.create(key="live")
 
     out = purge("--batch-size", "3", "--verbosity", "2")
 
@@ -115,7 +116,7 @@ def test_purge__deletes_in_batches_of_batch_size() -> None:
 def test_purge__each_batch_is_its_own_transaction(monkeypatch: pytest.MonkeyPatch) -> None:
     IdempotencyKeyFactory.create_batch(5, expired=True)
     entered: list[str] = []
-    real_atomic = purge_idempotency_keys.transaction.atomic
+    real_atomic = transaction.atomic
 
     def recording_atomic(using: str | None = None, **kwargs: Any) -> Any:
         entered.append(str(using))
@@ -132,7 +133,7 @@ def test_purge__each_batch_is_its_own_transaction(monkeypatch: pytest.MonkeyPatc
 
 @pytest.mark.django_db
 def test_purge__verbosity_zero_prints_nothing() -> None:
-    IdempotencyKeyFactory(expired=True)
+    IdempotencyKeyFactory.create(expired=True)
 
     assert purge("--verbosity", "0") == ""
     assert IdempotencyKey.objects.count() == 0
@@ -140,14 +141,14 @@ def test_purge__verbosity_zero_prints_nothing() -> None:
 
 @pytest.mark.django_db
 def test_purge__nothing_to_do_says_so() -> None:
-    IdempotencyKeyFactory()
+    IdempotencyKeyFactory.create()
 
     assert "Deleted 0 idempotency key(s) in 0 batch(es)" in purge()
 
 
 @pytest.mark.django_db
 def test_purge__database_option_selects_the_alias() -> None:
-    IdempotencyKeyFactory(expired=True)
+    IdempotencyKeyFactory.create(expired=True)
 
     purge("--database", "default")
 
@@ -169,7 +170,7 @@ def test_purge__bad_options_fail(args: tuple[str, ...], message: str) -> None:
 
 @pytest.mark.django_db
 def test_purge__database_failure_is_a_command_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    IdempotencyKeyFactory(expired=True)
+    IdempotencyKeyFactory.create(expired=True)
 
     def broken_batch(*args: object, **kwargs: object) -> None:
         raise OperationalError("server closed the connection unexpectedly")
@@ -196,7 +197,7 @@ def test_purge__failure_exits_non_zero(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.django_db
 def test_purge__cache_storage_deletes_nothing_and_says_why() -> None:
-    IdempotencyKeyFactory(expired=True)
+    IdempotencyKeyFactory.create(expired=True)
 
     with override_settings(IDEMPOTENCY_STORAGE="django_idempotency.storage.CacheStorage"):
         out = purge()
@@ -239,8 +240,8 @@ def on_delete(
 def test_purge__record_reclaimed_after_selection_survives(
     on_delete: Callable[[Callable[[], None]], None],
 ) -> None:
-    reclaimed = IdempotencyKeyFactory(key="reclaimed", expired=True)
-    IdempotencyKeyFactory(key="stale", expired=True)
+    reclaimed = IdempotencyKeyFactory.create(key="reclaimed", expired=True)
+    IdempotencyKeyFactory.create(key="stale", expired=True)
     storage = DatabaseStorage()
 
     def reclaim() -> None:
@@ -261,7 +262,7 @@ def test_purge__record_reclaimed_after_selection_survives(
 def test_purge__record_completed_after_selection_survives(
     on_delete: Callable[[Callable[[], None]], None],
 ) -> None:
-    record = IdempotencyKeyFactory(
+    record = IdempotencyKeyFactory.create(
         key="completing",
         in_flight=True,
         expires_at=timezone.now() - timedelta(hours=2),
@@ -327,7 +328,7 @@ def test_purge__concurrent_traffic_never_loses_a_live_record() -> None:
         for _ in range(3):
             purge_outputs.append(purge("--batch-size", "25", "--grace", "0"))
 
-    threads = [_in_thread(lambda w=w: traffic(w), errors) for w in range(3)]
+    threads = [_in_thread(functools.partial(traffic, w), errors) for w in range(3)]
     threads += [_in_thread(purger, errors) for _ in range(2)]
     for thread in threads:
         thread.start()
@@ -351,7 +352,7 @@ def test_purge__two_purges_at_once_share_the_work() -> None:
     IdempotencyKey.objects.bulk_create(
         IdempotencyKeyFactory.build(created_at=past, expires_at=past) for _ in range(3000)
     )
-    live = IdempotencyKeyFactory(key="live")
+    live = IdempotencyKeyFactory.create(key="live")
     outputs: list[str] = []
     errors: list[BaseException] = []
     threads = [

@@ -71,7 +71,7 @@ def with_session() -> Client:
 # Anonymous callers (issue 7, item 2)
 
 
-def test_anonymous__without_a_session_is_refused_and_nothing_runs(url: str):
+def test_anonymous__without_a_session_is_refused_and_nothing_runs(url: str) -> None:
     label = f"guest-{uuid.uuid4()}"
 
     response = post(Client(), url, "k", {"label": label})
@@ -82,7 +82,7 @@ def test_anonymous__without_a_session_is_refused_and_nothing_runs(url: str):
     assert stored_records() == []
 
 
-def test_anonymous__with_a_session_is_protected_in_its_own_scope(url: str):
+def test_anonymous__with_a_session_is_protected_in_its_own_scope(url: str) -> None:
     label = f"guest-{uuid.uuid4()}"
     alice, mallory = with_session(), with_session()
 
@@ -100,10 +100,11 @@ def test_anonymous__with_a_session_is_protected_in_its_own_scope(url: str):
     # The session key itself is never stored: the admin shows scopes.
     for scope, _key, _state in stored_records():
         assert scope.startswith("session:")
+        assert alice.session.session_key
         assert alice.session.session_key not in scope
 
 
-def test_anonymous__a_made_up_session_cookie_is_no_session(url: str):
+def test_anonymous__a_made_up_session_cookie_is_no_session(url: str) -> None:
     client = Client()
     client.cookies["sessionid"] = "x" * 32
 
@@ -113,7 +114,7 @@ def test_anonymous__a_made_up_session_cookie_is_no_session(url: str):
     assert error_code(response) == WITHOUT_PRINCIPAL
 
 
-def test_anonymous__refuse_mode_refuses_even_with_a_session(url: str):
+def test_anonymous__refuse_mode_refuses_even_with_a_session(url: str) -> None:
     with override_settings(IDEMPOTENCY_ANONYMOUS="refuse"):
         response = post(with_session(), url, "k", {"label": "guest"})
 
@@ -121,7 +122,7 @@ def test_anonymous__refuse_mode_refuses_even_with_a_session(url: str):
     assert error_code(response) == WITHOUT_PRINCIPAL
 
 
-def test_anonymous__shared_scope_is_an_explicit_opt_in(url: str):
+def test_anonymous__shared_scope_is_an_explicit_opt_in(url: str) -> None:
     label = f"guest-{uuid.uuid4()}"
     with override_settings(IDEMPOTENCY_ANONYMOUS="shared"):
         first = post(Client(), url, "k", {"label": label})
@@ -133,7 +134,7 @@ def test_anonymous__shared_scope_is_an_explicit_opt_in(url: str):
 
 
 @pytest.mark.parametrize("url", ["/decorated/shared-anonymous/", "/drf/shared-anonymous/"])
-def test_anonymous__shared_scope_per_view(url: str):
+def test_anonymous__shared_scope_per_view(url: str) -> None:
     first = post(Client(), url, "k", {"label": "signup"})
     second = post(Client(), url, "k", {"label": "signup"})
 
@@ -141,7 +142,7 @@ def test_anonymous__shared_scope_per_view(url: str):
     assert second["Idempotent-Replayed"] == "true"
 
 
-def test_anonymous__without_a_key_runs_as_usual(url: str):
+def test_anonymous__without_a_key_runs_as_usual(url: str) -> None:
     response = Client().post(url, "{}", content_type="application/json")
 
     assert response.status_code in (201, 400)  # 400 where the key is required
@@ -153,19 +154,25 @@ def test_anonymous__without_a_key_runs_as_usual(url: str):
 
 @pytest.fixture
 def api_keys() -> dict[str, str]:
-    return {name: Token.objects.create(user=UserFactory(username=name)).key for name in "ab"}
+    return {name: Token.objects.create(user=UserFactory.create(username=name)).key for name in "ab"}
+
+
+def _set_cookie(client: Client, name: str, value: str) -> dict[str, str]:
+    """Send the credential as a cookie; no header needed."""
+    client.cookies.load({name: value})
+    return {}
 
 
 CREDENTIALS: dict[str, Callable[[Client, str], dict[str, str]]] = {
     "header": lambda client, key: {"X-Api-Key": key},
-    "cookie": lambda client, key: (client.cookies.load({"api_token": key}), {})[1],
+    "cookie": lambda client, key: _set_cookie(client, "api_token", key),
 }
 
 
 @pytest.mark.parametrize("how", list(CREDENTIALS))
 def test_drf_view_without_mixin__the_middleware_never_answers_for_it(
     how: str, api_keys: dict[str, str], storage_backend: str
-):
+) -> None:
     url, label = "/drf-without-mixin/api-key/", f"charge-{uuid.uuid4()}"
     alice, bob, nobody = Client(), Client(), Client()
 
@@ -183,7 +190,7 @@ def test_drf_view_without_mixin__the_middleware_never_answers_for_it(
 @pytest.mark.parametrize("how", list(CREDENTIALS))
 def test_drf_view_with_mixin__scopes_by_the_user_drf_authenticated(
     how: str, api_keys: dict[str, str], storage_backend: str
-):
+) -> None:
     url, label = "/drf/api-key/", f"charge-{uuid.uuid4()}"
     alice, bob, nobody = Client(), Client(), Client()
     as_alice = CREDENTIALS[how](alice, api_keys["a"])
@@ -210,9 +217,9 @@ def test_drf_view_with_mixin__scopes_by_the_user_drf_authenticated(
 
 
 @pytest.mark.parametrize("status", [401, 403])
-def test_refused__a_401_or_403_from_the_view_is_not_stored(url: str, status: int):
+def test_refused__a_401_or_403_from_the_view_is_not_stored(url: str, status: int) -> None:
     client = Client()
-    client.force_login(UserFactory())
+    client.force_login(UserFactory.create())
     label = f"refused-{uuid.uuid4()}"
 
     refused = post(client, url, "k", {"label": label, "status": status})
@@ -225,7 +232,7 @@ def test_refused__a_401_or_403_from_the_view_is_not_stored(url: str, status: int
 @pytest.mark.asyncio
 async def test_anonymous__behind_the_async_middleware_is_scoped_by_session_or_refused(
     storage_backend: str,
-):
+) -> None:
     from asgiref.sync import sync_to_async
     from django.db import connections
     from django.test import AsyncClient

@@ -42,7 +42,7 @@ def url(request: pytest.FixtureRequest, storage_backend: str, settings: Any) -> 
 @pytest.fixture
 def client() -> Client:
     client = Client(raise_request_exception=False)
-    client.force_login(UserFactory())
+    client.force_login(UserFactory.create())
     return client
 
 
@@ -69,7 +69,7 @@ def is_rolled_back_and_released(storage_backend: str) -> bool:
 
 def test_render_error__in_a_mixin_response_leaves_the_worker_serving(
     client: Client, storage_backend: str
-):
+) -> None:
     url, label = "/drf/required/", f"render-{uuid.uuid4()}"
 
     failed = post(client, url, {"label": label, "unrenderable": True}, key="k")
@@ -86,7 +86,7 @@ def test_render_error__in_a_mixin_response_leaves_the_worker_serving(
         assert retry["Idempotent-Replayed"] == "true"
 
 
-def test_exception__in_the_view_leaves_the_worker_serving(client: Client, url: str):
+def test_exception__in_the_view_leaves_the_worker_serving(client: Client, url: str) -> None:
     failed = post(client, url, {"label": "boom", "raise": True}, key="k")
 
     assert failed.status_code == 500
@@ -105,7 +105,7 @@ def failing_receiver() -> Iterator[Callable[..., None]]:
 
 def test_signal_receiver__failing_inside_the_view_leaves_the_worker_serving(
     client: Client, url: str, failing_receiver: Callable[..., None]
-):
+) -> None:
     post_save.connect(failing_receiver, sender=Execution)
     failed = post(client, url, {"label": "signal"}, key="k")
     post_save.disconnect(failing_receiver, sender=Execution)
@@ -116,7 +116,7 @@ def test_signal_receiver__failing_inside_the_view_leaves_the_worker_serving(
 
 def test_signal_receiver__failing_on_replay_leaves_the_worker_serving(
     client: Client, url: str, failing_receiver: Callable[..., None]
-):
+) -> None:
     first = post(client, url, {"label": "replayed"}, key="k")
     idempotency_replayed.connect(failing_receiver)
     failed = post(client, url, {"label": "replayed"}, key="k")
@@ -142,7 +142,7 @@ def failing_middleware(get_response: Callable[[Any], Any]) -> Callable[[Any], An
 
 def test_inner_middleware__failing_after_the_view_leaves_the_worker_serving(
     client: Client, url: str, storage_backend: str
-):
+) -> None:
     label = f"inner-{uuid.uuid4()}"
     with override_settings(MIDDLEWARE=[*MIDDLEWARE, f"{__name__}.failing_middleware"]):
         failed = client.post(
@@ -157,7 +157,7 @@ def test_inner_middleware__failing_after_the_view_leaves_the_worker_serving(
 
 def test_store__never_keeps_a_failed_run_half_written(
     client: Client, url: str, storage_backend: str
-):
+) -> None:
     post(client, url, {"label": "half", "raise": True}, key="k")
 
     states = {state for _scope, key, state in stored_records() if key == "k"}
@@ -168,13 +168,15 @@ def test_store__never_keeps_a_failed_run_half_written(
 
 
 @pytest.mark.asyncio
-async def test_exception__in_an_async_view_leaves_the_async_middleware_serving(settings: Any):
+async def test_exception__in_an_async_view_leaves_the_async_middleware_serving(
+    settings: Any,
+) -> None:
     from asgiref.sync import sync_to_async
     from django.test import AsyncClient
 
     settings.IDEMPOTENCY_REQUIRED = True
     async_client = AsyncClient(raise_request_exception=False)
-    await async_client.aforce_login(await sync_to_async(UserFactory)())
+    await async_client.aforce_login(await sync_to_async(UserFactory.create)())
 
     async def send(payload: dict[str, Any], key: str) -> Any:
         return await async_client.post(

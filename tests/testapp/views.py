@@ -173,18 +173,18 @@ class DRFWithoutMixinView(APIView):
         return behave(payload, _label(request, payload))
 
 
-class OrderSerializer(serializers.ModelSerializer):
+class OrderSerializer(serializers.ModelSerializer[Order]):
     class Meta:
         model = Order
         fields = ["id", "item", "quantity", "created_at"]
 
 
-class OrderViewSet(IdempotencyMixin, viewsets.ModelViewSet):
+class OrderViewSet(IdempotencyMixin, viewsets.ModelViewSet[Order]):
     queryset = Order.objects.all()
     serializer_class = OrderSerializer
     idempotency_required = True
 
-    def perform_create(self, serializer: OrderSerializer) -> None:
+    def perform_create(self, serializer: serializers.BaseSerializer[Order]) -> None:
         with transaction.atomic():
             serializer.save()
             Execution.objects.create(label="order")
