@@ -8,25 +8,33 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tomllib
 import zipfile
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
+from packaging.version import Version
+
+from django_idempotency import exceptions
 
 ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # What the sdist must carry besides the package: everything its own tests and docs build need.
 SDIST_TREES = ("tests", "example_project", "bench", "docs")
 SDIST_FILES = (
     "README.md",
     "LICENSE",
     "CHANGELOG.md",
+    "SECURITY.md",
     "pyproject.toml",
     "MANIFEST.in",
     "dev.py",
     "manage.py",
     "mkdocs.yml",
+    ".readthedocs.yaml",
 )
 # Quick SQLite-only tests run from the unpacked sdist: the core behaviour and the migrations.
 SDIST_TESTS = ("tests/test_behaviour.py", "tests/test_packaging.py::test_migrations__none_missing")
@@ -79,6 +87,33 @@ def test_migrations__none_missing():
     call_command("makemigrations", "--check", "--dry-run", stdout=out, stderr=StringIO())
 
     assert "No changes detected" in out.getvalue()
+
+
+def test_version__is_a_dev_release_while_the_changelog_has_no_release():
+    version = Version(PYPROJECT["project"]["version"])
+    newest_section = re.search(r"^## (.+)$", (ROOT / "CHANGELOG.md").read_text(), re.MULTILINE)
+
+    assert newest_section is not None
+    if newest_section[1] == "Unreleased":
+        assert version.is_devrelease, f"{version} is not marked as a development release"
+    else:
+        assert newest_section[1].startswith(str(version))
+
+
+def test_metadata__declares_its_development_status_and_urls():
+    project = PYPROJECT["project"]
+
+    assert [c for c in project["classifiers"] if c.startswith("Development Status ::")] == [
+        "Development Status :: 3 - Alpha"
+    ]
+    assert set(project["urls"]) == {"Homepage", "Documentation", "Changelog", "Issues"}
+
+
+def test_metadata__problem_type_uris_point_into_the_documentation():
+    documentation = PYPROJECT["project"]["urls"]["Documentation"]
+
+    assert exceptions.PROBLEM_TYPE_BASE.startswith(documentation)
+    assert PYPROJECT["project"]["urls"]["Changelog"].startswith(documentation)
 
 
 @pytest.fixture(scope="module")
