@@ -72,7 +72,7 @@ def test_docs__build_strictly(site: Path) -> None:
 @pytest.mark.parametrize("error", problem_error_classes(), ids=lambda cls: cls.__name__)
 def test_docs__problem_type_uri_has_its_anchor_in_the_built_site(
     error: type[IdempotencyError], pages_by_url: dict[str, PageIndex]
-):
+) -> None:
     page_url, _, anchor = error().type_uri.partition("#")
 
     assert page_url in pages_by_url, f"no built page has the canonical URL {page_url}"

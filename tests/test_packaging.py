@@ -89,7 +89,7 @@ def test_migrations__none_missing() -> None:
     assert "No changes detected" in out.getvalue()
 
 
-def test_version__is_a_dev_release_while_the_changelog_has_no_release():
+def test_version__is_a_dev_release_while_the_changelog_has_no_release() -> None:
     version = Version(PYPROJECT["project"]["version"])
     newest_section = re.search(r"^## (.+)$", (ROOT / "CHANGELOG.md").read_text(), re.MULTILINE)
 
@@ -100,7 +100,7 @@ def test_version__is_a_dev_release_while_the_changelog_has_no_release():
         assert newest_section[1].startswith(str(version))
 
 
-def test_metadata__declares_its_development_status_and_urls():
+def test_metadata__declares_its_development_status_and_urls() -> None:
     project = PYPROJECT["project"]
 
     assert [c for c in project["classifiers"] if c.startswith("Development Status ::")] == [
@@ -109,7 +109,7 @@ def test_metadata__declares_its_development_status_and_urls():
     assert set(project["urls"]) == {"Homepage", "Documentation", "Changelog", "Issues"}
 
 
-def test_metadata__problem_type_uris_point_into_the_documentation():
+def test_metadata__problem_type_uris_point_into_the_documentation() -> None:
     documentation = PYPROJECT["project"]["urls"]["Documentation"]
 
     assert exceptions.PROBLEM_TYPE_BASE.startswith(documentation)
@@ -149,7 +149,7 @@ def unpacked_sdist(clean_source: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.mark.parametrize("tree", SDIST_TREES)
-def test_sdist__contains_every_file_of(tree: str, unpacked_sdist: Path):
+def test_sdist__contains_every_file_of(tree: str, unpacked_sdist: Path) -> None:
     shipped = {
         path.relative_to(unpacked_sdist).as_posix()
         for path in (unpacked_sdist / tree).rglob("*")
@@ -159,11 +159,11 @@ def test_sdist__contains_every_file_of(tree: str, unpacked_sdist: Path):
     assert project_files_under(tree) - shipped == set()
 
 
-def test_sdist__contains_the_project_files_beside_the_package(unpacked_sdist: Path):
+def test_sdist__contains_the_project_files_beside_the_package(unpacked_sdist: Path) -> None:
     assert [name for name in SDIST_FILES if not (unpacked_sdist / name).is_file()] == []
 
 
-def test_sdist__its_tests_pass_from_the_unpacked_tree(unpacked_sdist: Path):
+def test_sdist__its_tests_pass_from_the_unpacked_tree(unpacked_sdist: Path) -> None:
     env = {**os.environ, "IDEMPOTENCY_TEST_DATABASE": "sqlite"}
     env.pop("DEV_PY_REPORT", None)
     imported_from = subprocess.run(
