@@ -10,6 +10,10 @@ from django.utils.translation import gettext_lazy as _
 
 from django_idempotency.clock import database_now
 
+#: Column widths, which ``DatabaseStorage`` reports to the engine.
+SCOPE_MAX_LENGTH = 255
+FINGERPRINT_MAX_LENGTH = 64
+
 
 class IdempotencyKeyQuerySet(models.QuerySet["IdempotencyKey"]):
     """Records by state and expiry; "now" is the database's clock unless given (DESIGN §1)."""
@@ -42,10 +46,10 @@ class IdempotencyKey(models.Model):
         NOT_REPLAYABLE = "not_replayable", _("not replayable")
 
     id = models.BigAutoField(primary_key=True)
-    scope = models.CharField(_("scope"), max_length=255)
+    scope = models.CharField(_("scope"), max_length=SCOPE_MAX_LENGTH)
     key = models.CharField(_("key"), max_length=255)
     state = models.CharField(_("state"), max_length=16, choices=State.choices)
-    fingerprint = models.CharField(_("request fingerprint"), max_length=64)
+    fingerprint = models.CharField(_("request fingerprint"), max_length=FINGERPRINT_MAX_LENGTH)
     token = models.CharField(_("fencing token"), max_length=32)
     method = models.CharField(_("method"), max_length=16)
     path = models.TextField(_("path"))

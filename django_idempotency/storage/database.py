@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from django_idempotency.clock import now_sql, to_datetime
 from django_idempotency.conf import idempotency_settings
-from django_idempotency.models import IdempotencyKey
+from django_idempotency.models import FINGERPRINT_MAX_LENGTH, SCOPE_MAX_LENGTH, IdempotencyKey
 from django_idempotency.storage.base import (
     Claim,
     OwnershipLost,
@@ -48,6 +48,8 @@ class DatabaseStorage(Storage):
     """
 
     is_transactional = True
+    max_scope_length = SCOPE_MAX_LENGTH
+    max_fingerprint_length = FINGERPRINT_MAX_LENGTH
 
     def __init__(
         self, using: str | None = None, *, clock: Callable[[], datetime] = timezone.now
