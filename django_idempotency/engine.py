@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 _WAIT_POLL_SECONDS = 0.05
 
 #: The response stored for a request that raised, when the outcome is unknown (DESIGN §4).
-#: It is never raised, so it is no ``IdempotencyError``; docs/errors.md has its heading.
+#: An outcome, never raised, so no ``IdempotencyError`` class; docs/errors.md has its heading.
 _UNKNOWN_OUTCOME = StoredResponse(
     status=500,
     headers=(("Content-Type", PROBLEM_CONTENT_TYPE),),
@@ -126,7 +126,8 @@ def _answer_existing(
 
 
 def _bounded(value: str, limit: int) -> str:
-    # Custom scope and fingerprint functions may return anything; the store keeps so much.
+    # Custom scope and fingerprint functions may return anything; longer than the store
+    # keeps, a value is hashed to fit.
     if len(value) <= limit:
         return value
     return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
