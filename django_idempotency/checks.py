@@ -16,12 +16,12 @@ from django.utils.module_loading import import_string
 
 from django_idempotency import checks_cache  # noqa: F401  (registers the cache checks)
 from django_idempotency.conf import DEFAULTS, idempotency_settings
-from django_idempotency.decorators import (
-    HANDLED_BY_VIEW_ATTRIBUTE,
+from django_idempotency.handling import (
     get_view_options,
     is_drf_view,
     is_exempt,
     is_handled_by_middleware,
+    is_handled_by_view,
 )
 from django_idempotency.validation import (
     IMPORTABLE_CALLABLE,  # noqa: F401  (kept importable from here)
@@ -199,7 +199,7 @@ def check_drf_views_without_mixin(
             for view in _views(get_resolver().url_patterns)
             if is_drf_view(view)
             and not is_exempt(view)
-            and not getattr(view, HANDLED_BY_VIEW_ATTRIBUTE, False)
+            and not is_handled_by_view(view)
             and _accepted_methods(view) & covered
         }
     )

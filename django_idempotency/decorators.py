@@ -1,23 +1,24 @@
-"""What a view tells the middleware: ``@idempotent(...)``, ``@idempotency_exempt``, or its kind."""
+"""``@idempotent(...)`` and ``@idempotency_exempt``: mark a plain view for the middleware."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any, TypeVar, overload
 
 from django.core.exceptions import ImproperlyConfigured
 
+from django_idempotency.handling import (  # noqa: F401  (kept importable from here)
+    EXEMPT_ATTRIBUTE,
+    HANDLED_BY_VIEW_ATTRIBUTE,
+    OPTIONS_ATTRIBUTE,
+    get_view_options,
+    is_drf_view,
+    is_exempt,
+    is_handled_by_middleware,
+)
 from django_idempotency.validation import validate_options
 
 ViewT = TypeVar("ViewT", bound=Callable[..., Any])
-
-#: Attribute holding the options given to ``@idempotent``.
-OPTIONS_ATTRIBUTE = "idempotency_options"
-#: Attribute set by ``@idempotency_exempt``.
-EXEMPT_ATTRIBUTE = "idempotency_exempt"
-#: Set on a view function whose view class handles keys itself (the DRF mixin).
-HANDLED_BY_VIEW_ATTRIBUTE = "idempotency_handled_by_view"
 
 
 @overload
@@ -54,40 +55,3 @@ def idempotency_exempt(view: ViewT) -> ViewT:
     """Leave a view alone: the middleware neither requires nor honours keys for it."""
     setattr(view, EXEMPT_ATTRIBUTE, True)
     return view
-
-
-def is_exempt(view: Callable[..., Any]) -> bool:
-    return bool(getattr(view, EXEMPT_ATTRIBUTE, False))
-
-
-def get_view_options(view: Callable[..., Any]) -> dict[str, Any] | None:
-    """Return the options ``@idempotent`` gave ``view``, or None when it was not decorated."""
-    return getattr(view, OPTIONS_ATTRIBUTE, None)
-
-
-def is_handled_by_middleware(view: Callable[..., Any]) -> bool:
-    """Whether ``IdempotencyMiddleware`` handles requests to ``view``.
-
-    Not when it is exempt, when its view class handles keys itself (the DRF mixin), nor for
-    any other DRF view: its user is known only once DRF has authenticated the request, after
-    the middleware has run, so the middleware could not tell its callers apart
-    (docs/behaviour.md, "Security model"). The check ``W002`` names such views.
-    """
-    if is_exempt(view) or getattr(view, HANDLED_BY_VIEW_ATTRIBUTE, False):
-        return False
-    return not is_drf_view(view)
-
-
-def is_drf_view(view: Callable[..., Any]) -> bool:
-    """Whether ``view`` is a DRF view function (``APIView.as_view()``, a viewset, ``@api_view``)."""
-    # DRF's as_view() sets ``cls``; reading the class's MRO by name keeps DRF unimported.
-    view_class = getattr(view, "cls", None)
-    return isinstance(view_class, type) and _is_api_view_class(view_class)
-
-
-@lru_cache(maxsize=1024)
-def _is_api_view_class(view_class: type) -> bool:
-    return any(
-        base.__name__ == "APIView" and base.__module__ == "rest_framework.views"
-        for base in view_class.__mro__
-    )

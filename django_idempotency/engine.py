@@ -23,7 +23,12 @@ from django_idempotency.exceptions import (
 )
 from django_idempotency.keys import parse_key
 from django_idempotency.policy import Policy
-from django_idempotency.responses import is_storable, replay_response
+from django_idempotency.responses import (
+    PROBLEM_CONTENT_TYPE,
+    is_storable,
+    problem_document,
+    replay_response,
+)
 from django_idempotency.scopes import ANONYMOUS, resolve_anonymous
 from django_idempotency.signals import idempotency_failed_open, idempotency_replayed
 from django_idempotency.storage.base import (
@@ -39,16 +44,18 @@ logger = logging.getLogger(__name__)
 
 # How often a request in "wait" mode looks again at an in-flight key.
 _WAIT_POLL_SECONDS = 0.05
-_MAX_SCOPE_LENGTH = 255
-_MAX_FINGERPRINT_LENGTH = 64
 
-#: The body stored for a request that raised, when the outcome is unknown (DESIGN §4).
+#: The response stored for a request that raised, when the outcome is unknown (DESIGN §4).
+#: An outcome, never raised, so no ``IdempotencyError`` class; docs/errors.md has its heading.
 _UNKNOWN_OUTCOME = StoredResponse(
     status=500,
-    headers=(("Content-Type", "application/problem+json"),),
-    body=(
-        b'{"title": "Internal Server Error", "status": 500, "detail": "The original request '
-        b'failed with an unexpected error. It is not run again, because it may have had effects."}'
+    headers=(("Content-Type", PROBLEM_CONTENT_TYPE),),
+    body=problem_document(
+        code="idempotency_outcome_unknown",
+        title="Internal Server Error",
+        status=500,
+        detail="The original request failed with an unexpected error. It is not run again, "
+        "because it may have had effects.",
     ),
 )
 
@@ -70,9 +77,9 @@ def begin(request: HttpRequest, policy: Policy) -> Execution | HttpResponse | No
     scope = policy.scope(request)
     if scope == ANONYMOUS:
         scope = resolve_anonymous(request, policy.anonymous)
-    scope = _bounded(scope, _MAX_SCOPE_LENGTH)
+    scope = _bounded(scope, policy.storage.max_scope_length)
     try:
-        fingerprint = _bounded(policy.fingerprint(request), _MAX_FINGERPRINT_LENGTH)
+        fingerprint = _bounded(policy.fingerprint(request), policy.storage.max_fingerprint_length)
     except RequestDataTooBig as exc:
         raise IdempotencyRequestTooLarge from exc
     deadline = time.monotonic() + policy.wait_timeout.total_seconds()
@@ -119,7 +126,8 @@ def _answer_existing(
 
 
 def _bounded(value: str, limit: int) -> str:
-    # Custom scope and fingerprint functions may return anything; the stores have columns.
+    # Custom scope and fingerprint functions may return anything; longer than the store
+    # keeps, a value is hashed to fit.
     if len(value) <= limit:
         return value
     return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()

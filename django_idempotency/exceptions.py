@@ -8,6 +8,11 @@ from datetime import timedelta
 PROBLEM_TYPE_BASE = "https://django-idempotency.readthedocs.io/en/latest/errors/#"
 
 
+def problem_type(code: str) -> str:
+    """Return the problem ``type`` URI of a stable error code: its heading in docs/errors.md."""
+    return PROBLEM_TYPE_BASE + code.replace("_", "-")
+
+
 class IdempotencyError(Exception):
     """A request that the idempotency layer answers itself, without running the view."""
 
@@ -31,7 +36,7 @@ class IdempotencyError(Exception):
 
     @property
     def type_uri(self) -> str:
-        return PROBLEM_TYPE_BASE + self.default_code.replace("_", "-")
+        return problem_type(self.default_code)
 
     @property
     def retry_after_seconds(self) -> int | None:

@@ -10,8 +10,8 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
 from django_idempotency import engine
-from django_idempotency.decorators import get_view_options, is_handled_by_middleware
 from django_idempotency.exceptions import IdempotencyError
+from django_idempotency.handling import get_view_options, is_handled_by_middleware
 from django_idempotency.policy import policy_for
 from django_idempotency.responses import problem_response
 

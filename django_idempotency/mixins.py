@@ -22,8 +22,8 @@ from django_idempotency.conf import (
     idempotency_settings,
     resolve_callable,
 )
-from django_idempotency.decorators import HANDLED_BY_VIEW_ATTRIBUTE
 from django_idempotency.exceptions import IdempotencyError
+from django_idempotency.handling import HANDLED_BY_VIEW_ATTRIBUTE
 from django_idempotency.policy import OPTION_NAMES, Policy, policy_for
 from django_idempotency.storage.base import Storage
 from django_idempotency.validation import SAFE_METHODS, did_you_mean, validate_options
@@ -283,3 +283,5 @@ def _refuse_unknown_names(view_class: type, owner: str) -> None:
 
 
 _KNOWN_NAMES = frozenset(name for name in vars(IdempotencyMixin) if name.startswith(_NAME_PREFIXES))
+# After _KNOWN_NAMES: the mark is the mixin's to set, not an option a view may override.
+setattr(IdempotencyMixin, HANDLED_BY_VIEW_ATTRIBUTE, True)

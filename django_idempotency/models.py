@@ -1,14 +1,27 @@
-"""The stored record of one idempotency key."""
+"""The record of one idempotency key, and the queries and fenced writes run on records."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 
-from django.db import models
+from django.db import models, router, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from django_idempotency.clock import database_now
+from django_idempotency.conf import idempotency_settings
+
+#: Column widths, which ``DatabaseStorage`` reports to the engine.
+SCOPE_MAX_LENGTH = 255
+FINGERPRINT_MAX_LENGTH = 64
+
+#: A record as an operator saw it, (pk, token, state): what a fenced write checks it against.
+Seen = tuple[int, str, str]
+#: Fenced writes are sent in statements of at most this many records.
+_FENCE_CHUNK = 500
+#: The fields a log entry's description (``str(record)``) reads.
+_LOGGED = ("pk", "scope", "key")
 
 
 class IdempotencyKeyQuerySet(models.QuerySet["IdempotencyKey"]):
@@ -34,6 +47,67 @@ class IdempotencyKeyQuerySet(models.QuerySet["IdempotencyKey"]):
         stale = models.Q(state=IdempotencyKey.State.IN_FLIGHT, expires_at__lte=now - grace)
         return self.expired(now).filter(finished | stale)
 
+    def as_seen(self) -> list[Seen]:
+        """Return each record as seen now, for a fenced write to check it against later."""
+        return list(self.values_list("pk", "token", "state"))
+
+    def delete_as_seen(self, seen: Sequence[Seen]) -> list[IdempotencyKey]:
+        """Delete the records still exactly as seen; return those deleted."""
+        return self._write_as_seen(
+            seen,
+            lambda records: records.delete(),
+            lambda records, locked: locked - set(records.values_list("pk", flat=True)),
+        )
+
+    def expire_as_seen(self, seen: Sequence[Seen], now: datetime) -> list[IdempotencyKey]:
+        """Expire at ``now`` the live records still exactly as seen; return those expired."""
+        # A completion re-checks expires_at > now, so an expired lease cannot complete.
+        return self._write_as_seen(
+            seen,
+            lambda records: records.live(now).update(expires_at=now),
+            lambda records, _locked: set(
+                records.filter(expires_at=now).values_list("pk", flat=True)
+            ),
+        )
+
+    def _write_as_seen(
+        self,
+        seen: Sequence[Seen],
+        write: Callable[[IdempotencyKeyQuerySet], object],
+        changed: Callable[[IdempotencyKeyQuerySet, set[int]], set[int]],
+    ) -> list[IdempotencyKey]:
+        """Apply ``write`` to the records still exactly as seen; return the records it changed.
+
+        Each chunk is locked (``SELECT … FOR UPDATE``) before it is written, so a request that
+        completes or re-claims a record at that moment either changes it first, and the fence
+        then leaves it alone, or waits for the operator's write. ``changed(records, locked_pks)``
+        reads back which of the locked records the write changed, so what is reported and logged
+        is what happened, also where rows cannot be locked (SQLite).
+        """
+        done: list[IdempotencyKey] = []
+        with transaction.atomic(using=self.db):
+            for chunk in self._fenced(seen):
+                locked = {record.pk: record for record in chunk.select_for_update().only(*_LOGGED)}
+                if not locked:
+                    continue
+                write(chunk.filter(pk__in=list(locked)))
+                hits = changed(self.filter(pk__in=list(locked)), set(locked))
+                done.extend(record for pk, record in locked.items() if pk in hits)
+        return done
+
+    def _fenced(self, seen: Sequence[Seen]) -> Iterator[IdempotencyKeyQuerySet]:
+        """Yield the records still exactly as seen (same token, same state), a chunk at a time."""
+        for start in range(0, len(seen), _FENCE_CHUNK):
+            fence = models.Q()
+            for pk, token, state in seen[start : start + _FENCE_CHUNK]:
+                fence |= models.Q(pk=pk, token=token, state=state)
+            yield self.filter(fence)
+
+
+def records_database() -> str:
+    """Return the alias records are written to: ``IDEMPOTENCY_DATABASE``, else the router's."""
+    return idempotency_settings.DATABASE or router.db_for_write(IdempotencyKey)
+
 
 class IdempotencyKey(models.Model):
     class State(models.TextChoices):
@@ -42,10 +116,10 @@ class IdempotencyKey(models.Model):
         NOT_REPLAYABLE = "not_replayable", _("not replayable")
 
     id = models.BigAutoField(primary_key=True)
-    scope = models.CharField(_("scope"), max_length=255)
+    scope = models.CharField(_("scope"), max_length=SCOPE_MAX_LENGTH)
     key = models.CharField(_("key"), max_length=255)
     state = models.CharField(_("state"), max_length=16, choices=State.choices)
-    fingerprint = models.CharField(_("request fingerprint"), max_length=64)
+    fingerprint = models.CharField(_("request fingerprint"), max_length=FINGERPRINT_MAX_LENGTH)
     token = models.CharField(_("fencing token"), max_length=32)
     method = models.CharField(_("method"), max_length=16)
     path = models.TextField(_("path"))

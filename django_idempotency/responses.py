@@ -9,7 +9,11 @@ from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from django.utils.cache import patch_vary_headers
 
-from django_idempotency.exceptions import IdempotencyError, IdempotencyReplayNotAcceptable
+from django_idempotency.exceptions import (
+    IdempotencyError,
+    IdempotencyReplayNotAcceptable,
+    problem_type,
+)
 from django_idempotency.storage.base import StoredResponse
 
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -23,18 +27,27 @@ _QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
+def problem_document(*, code: str, title: str, status: int, detail: str) -> bytes:
+    """Return the body of an ``application/problem+json`` document (RFC 9457) for ``code``."""
+    body = {
+        "type": problem_type(code),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    return json.dumps(body).encode()
+
+
 def problem_response(error: IdempotencyError) -> HttpResponse:
     """Return ``error`` as an ``application/problem+json`` response."""
-    body = {
-        "type": error.type_uri,
-        "title": error.title,
-        "status": error.status_code,
-        "detail": error.detail,
-        "code": error.default_code,
-    }
-    response = HttpResponse(
-        json.dumps(body), status=error.status_code, content_type=PROBLEM_CONTENT_TYPE
+    body = problem_document(
+        code=error.default_code,
+        title=error.title,
+        status=error.status_code,
+        detail=error.detail,
     )
+    response = HttpResponse(body, status=error.status_code, content_type=PROBLEM_CONTENT_TYPE)
     if error.retry_after_seconds is not None:
         response["Retry-After"] = str(error.retry_after_seconds)
     return response

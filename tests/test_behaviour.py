@@ -567,6 +567,22 @@ def test_exception__without_atomic_mode_stores_an_unknown_outcome(
     assert executions() == 1
 
 
+def test_exception__in_the_mixin_without_atomic_mode_replays_a_problem_document(
+    client: Client, settings: Any
+):
+    # Behind the middleware Django's handler answers first (docs/errors.md, "A replayed 500");
+    # the mixin stores the unknown outcome itself, with the type and code every problem has.
+    settings.IDEMPOTENCY_ATOMIC = False
+    send(client, ENTRY_POINTS["mixin"], {"raise": True}, key="k")
+
+    retry = send(client, ENTRY_POINTS["mixin"], {"raise": True}, key="k")
+
+    assert retry.status_code == 500
+    assert retry["Idempotent-Replayed"] == "true"
+    assert is_problem(retry, "idempotency_outcome_unknown")
+    assert retry.json()["type"].endswith("/errors/#idempotency-outcome-unknown")
+
+
 def test_server_error__without_atomic_mode_and_not_stored_keeps_the_key_for_its_lease(
     client: Client, url: str, settings: Any
 ) -> None:

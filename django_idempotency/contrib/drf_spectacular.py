@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol, cast
 
 from django.conf import settings
 from drf_spectacular.drainage import warn
@@ -26,8 +26,8 @@ from django_idempotency.exceptions import (
     IdempotencyRequestTooLarge,
     IdempotencyStoreUnavailable,
 )
+from django_idempotency.handling import is_handled_by_view
 from django_idempotency.keys import MAX_KEY_LENGTH
-from django_idempotency.mixins import IdempotencyMixin
 from django_idempotency.policy import Policy
 from django_idempotency.responses import REPLAYED_HEADER
 
@@ -53,6 +53,15 @@ _RETRY_LATER: tuple[type[IdempotencyError], ...] = (
     IdempotencyLeaseExpired,
     IdempotencyStoreUnavailable,
 )
+
+
+class _ViewWithOwnKeys(Protocol):
+    """What the schema reads from a view that handles keys itself (``IdempotencyMixin``)."""
+
+    def get_idempotency_options(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def idempotency_class_options(cls) -> dict[str, Any]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,10 +113,10 @@ class IdempotencyAutoSchema(AutoSchema):
 
     def _find_protection(self, method: str, path_regex: str) -> _Protection | None:
         # Only the mixin protects DRF views: the middleware leaves every other DRF view
-        # alone (decorators.is_handled_by_middleware), so their keys are not documented.
-        if not isinstance(self.view, IdempotencyMixin):
+        # alone (handling.is_handled_by_middleware), so their keys are not documented.
+        if not is_handled_by_view(self.view):
             return None
-        protection = _Protection(_mixin_policy(self.view))
+        protection = _Protection(_mixin_policy(cast(_ViewWithOwnKeys, self.view)))
         # DESIGN §3: safe methods are never covered, whatever a policy lists.
         return protection if protection.policy.covers(method) else None
 
@@ -148,7 +157,7 @@ class IdempotencyAutoSchema(AutoSchema):
         return response
 
 
-def _mixin_policy(view: IdempotencyMixin) -> Policy:
+def _mixin_policy(view: _ViewWithOwnKeys) -> Policy:
     """Return the policy the mixin builds for a request to ``view``, hooks included.
 
     A bad ``IDEMPOTENCY_*`` setting raises ``ImproperlyConfigured`` naming it: a schema that

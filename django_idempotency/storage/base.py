@@ -90,6 +90,9 @@ class Storage(abc.ABC):
 
     #: Whether ``atomic()`` couples the view's database writes with ``complete()``.
     is_transactional: bool = False
+    #: The longest scope and fingerprint the storage keeps; the engine hashes longer ones.
+    max_scope_length: int = 255
+    max_fingerprint_length: int = 64
 
     @property
     def using(self) -> str | None:

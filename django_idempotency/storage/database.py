@@ -9,13 +9,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connections, router, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from django_idempotency.clock import now_sql, to_datetime
-from django_idempotency.conf import idempotency_settings
-from django_idempotency.models import IdempotencyKey
+from django_idempotency.models import (
+    FINGERPRINT_MAX_LENGTH,
+    SCOPE_MAX_LENGTH,
+    IdempotencyKey,
+    records_database,
+)
 from django_idempotency.storage.base import (
     Claim,
     OwnershipLost,
@@ -48,6 +52,8 @@ class DatabaseStorage(Storage):
     """
 
     is_transactional = True
+    max_scope_length = SCOPE_MAX_LENGTH
+    max_fingerprint_length = FINGERPRINT_MAX_LENGTH
 
     def __init__(
         self, using: str | None = None, *, clock: Callable[[], datetime] = timezone.now
@@ -57,7 +63,7 @@ class DatabaseStorage(Storage):
 
     @property
     def using(self) -> str:
-        return self._using or idempotency_settings.DATABASE or router.db_for_write(IdempotencyKey)
+        return self._using or records_database()
 
     def claim(
         self,

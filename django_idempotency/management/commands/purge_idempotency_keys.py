@@ -8,12 +8,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError, connections, router, transaction
+from django.db import DatabaseError, connections, transaction
 from django.utils.module_loading import import_string
 
 from django_idempotency.clock import database_now
 from django_idempotency.conf import idempotency_settings
-from django_idempotency.models import IdempotencyKey
+from django_idempotency.models import IdempotencyKey, records_database
 
 #: How long after its lease ended an in-flight record is kept for operators to inspect.
 DEFAULT_GRACE = timedelta(hours=1)
@@ -105,11 +105,7 @@ class Command(BaseCommand):
                 )
             return
 
-        using = (
-            options["database"]
-            or idempotency_settings.DATABASE
-            or router.db_for_write(IdempotencyKey)
-        )
+        using = options["database"] or records_database()
         if using not in connections:
             raise CommandError(f"Unknown database {using!r}.")
         try:
