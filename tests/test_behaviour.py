@@ -569,7 +569,7 @@ def test_exception__without_atomic_mode_stores_an_unknown_outcome(
 
 def test_exception__in_the_mixin_without_atomic_mode_replays_a_problem_document(
     client: Client, settings: Any
-):
+) -> None:
     # Behind the middleware Django's handler answers first (docs/errors.md, "A replayed 500");
     # the mixin stores the unknown outcome itself, with the type and code every problem has.
     settings.IDEMPOTENCY_ATOMIC = False
