@@ -25,6 +25,7 @@ from django_idempotency.signals import idempotency_failed_open
 from django_idempotency.storage import DatabaseStorage
 from tests.factories import UserFactory
 from tests.leases import expire_now
+from tests.problems import is_problem
 from tests.testapp.models import Execution
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -70,14 +71,6 @@ def send(
 def executions(label: str | None = None) -> int:
     queryset = Execution.objects.all()
     return queryset.filter(label=label).count() if label else queryset.count()
-
-
-def is_problem(response: Any, code: str) -> bool:
-    """Whether the response is this error: problem+json, or DRF's own error format."""
-    if response["Content-Type"] == "application/problem+json":
-        body = response.json()
-        return bool(body["code"] == code and body["status"] == response.status_code)
-    return "detail" in response.json()
 
 
 def scope_of(client: Client) -> str:

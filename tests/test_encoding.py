@@ -25,6 +25,7 @@ from django_idempotency.exceptions import IdempotencyReplayNotAcceptable
 from django_idempotency.responses import is_acceptable_encoding, replay_response
 from django_idempotency.storage.base import StoredResponse
 from tests.factories import UserFactory
+from tests.problems import is_problem
 from tests.settings import MIDDLEWARE
 from tests.testapp.models import Execution
 
@@ -79,15 +80,6 @@ def executions() -> int:
 def vary(response: Any) -> list[str]:
     """The response's Vary header names, lower-cased (Django 6.1 made its parser private)."""
     return [name.strip().lower() for name in response.get("Vary", "").split(",") if name.strip()]
-
-
-def is_problem(response: Any, code: str) -> bool:
-    """Whether the response is this error: problem+json, or DRF's rendering of it."""
-    if response["Content-Type"] == "application/problem+json":
-        body = response.json()
-        return bool(body["code"] == code and body["status"] == response.status_code)
-    # The mixin's errors go through DRF's exception handler, which keeps the code here.
-    return bool(response.data["detail"].code == code)
 
 
 def decoded(response: Any) -> dict[str, Any]:
