@@ -5,6 +5,7 @@
     python3 dev.py test [pytest args]   # run the whole test suite (SQLite, then PostgreSQL)
     python3 dev.py test --require-services   # fail instead of skipping (CI=true does the same)
     python3 dev.py test --python PATH   # the same on another interpreter, in .venv-py3.X
+    python3 dev.py test --django 5.2    # the same on a Django release series, in .venv-django5.2
 
 Standard library only, so it runs on a fresh machine with Python 3.11+. It creates ``.venv``
 (or ``.venv-py3.X`` for ``--python``), installs ``-e ".[dev]"`` into it whenever
@@ -44,9 +45,9 @@ LEDGER_ENV = "DEV_PY_LEDGER"
 SQLITE_MARKS = "not postgres and not redis and not browser"
 FALLBACK_MARKS = "(redis or browser) and not postgres"
 
-USAGE = """usage: python3 dev.py demo [--python PATH] [demo args]
-       python3 dev.py lint [--python PATH]
-       python3 dev.py test [--python PATH] [--require-services] [pytest args]"""
+USAGE = """usage: python3 dev.py demo [--python PATH] [--django X.Y] [demo args]
+       python3 dev.py lint [--python PATH] [--django X.Y]
+       python3 dev.py test [--python PATH] [--django X.Y] [--require-services] [pytest args]"""
 
 
 # --- bootstrap (system Python) ----------------------------------------------------------------
@@ -68,14 +69,30 @@ def is_running_in(venv: Path) -> bool:
     return Path(sys.prefix).resolve() == venv.resolve()
 
 
-def choose_venv(args: list[str]) -> tuple[Path, str, list[str]]:
-    """Return the virtualenv to use, the Python that creates it, and the remaining arguments.
+def take_option(args: list[str], name: str) -> tuple[str | None, list[str]]:
+    """Return the value of ``name VALUE`` in ``args`` (None if absent) and the other arguments."""
+    if name not in args:
+        return None, args
+    at = args.index(name)
+    if at + 1 == len(args):
+        raise SetupError(f"{name} needs a value")
+    return args[at + 1], args[:at] + args[at + 2 :]
+
+
+def choose_venv(args: list[str]) -> tuple[Path, str, str | None, list[str]]:
+    """Return the virtualenv, the Python that creates it, its Django series, and the other args.
 
     ``--python PATH`` picks ``.venv-py3.X`` for that interpreter; otherwise ``.venv`` is made
-    with the Python running this script.
+    with the Python running this script. ``--django X.Y`` pins that release series (the newest
+    X.Y.* pip finds) in a virtualenv of its own, named with a ``-djangoX.Y`` suffix.
     """
+    django, args = take_option(args, "--django")
+    if django is not None and not all(part.isdigit() for part in django.split(".")):
+        raise SetupError(f"--django takes a release series such as 5.2, not {django!r}")
+    suffix = f"-django{django}" if django else ""
     if "--python" not in args:
-        return VENV, sys.executable, args
+        venv = ROOT / f".venv{suffix}" if suffix else VENV
+        return venv, sys.executable, django, args
     at = args.index("--python")
     if at + 1 == len(args):
         raise SetupError("--python needs the path of a Python interpreter")
@@ -92,7 +109,7 @@ def choose_venv(args: list[str]) -> tuple[Path, str, list[str]]:
         raise SetupError(f"{base} did not run as a Python interpreter") from None
     if (major, minor) < (3, 11):
         raise SetupError(f"{base} is Python {major}.{minor}; the project needs 3.11 or newer")
-    return ROOT / f".venv-py{major}.{minor}", base, rest
+    return ROOT / f".venv-py{major}.{minor}{suffix}", base, django, rest
 
 
 def pyproject_hash() -> str:
@@ -100,7 +117,7 @@ def pyproject_hash() -> str:
     return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
 
 
-def ensure_venv(venv: Path, base_python: str) -> Path:
+def ensure_venv(venv: Path, base_python: str, django: str | None = None) -> Path:
     """Create the virtualenv if missing and install the project into it when needed."""
     python = venv_python(venv)
     name = venv.relative_to(ROOT)
@@ -113,12 +130,14 @@ def ensure_venv(venv: Path, base_python: str) -> Path:
                 "python3-venv package, then run this command again."
             )
     stamp = venv / STAMP_NAME
-    wanted = pyproject_hash()
+    pinned = [f"django~={django}.0"] if django else []
+    wanted = " ".join([pyproject_hash(), *pinned])
     installed = stamp.read_text().strip() if stamp.exists() else ""
     if installed != wanted:
-        print(f'dev.py: installing -e ".[dev]" into {name} (first run takes a minute)', flush=True)
+        what = " ".join(['-e ".[dev]"', *pinned])
+        print(f"dev.py: installing {what} into {name} (first run takes a minute)", flush=True)
         result = subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "-e", ".[dev]"],
+            [str(python), "-m", "pip", "install", "--quiet", "-e", ".[dev]", *pinned],
             cwd=ROOT,
             check=False,
         )
@@ -133,8 +152,8 @@ def bootstrap(command: str, args: list[str]) -> int:
     if sys.version_info < (3, 11):  # noqa: UP036  (dev.py may be started by an old python3)
         sys.exit(f"dev.py: Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
     try:
-        venv, base_python, venv_args = choose_venv(args)
-        python = ensure_venv(venv, base_python)
+        venv, base_python, django, venv_args = choose_venv(args)
+        python = ensure_venv(venv, base_python, django)
     except SetupError as exc:
         print(f"dev.py: {exc}", file=sys.stderr, flush=True)
         if command == "test":
@@ -435,7 +454,7 @@ def main(argv: list[str]) -> int:
     if wanted:  # started by bootstrap(): it must have started the virtualenv it prepared
         if not is_running_in(Path(wanted)):
             sys.exit(f"dev.py: {sys.executable} is not the virtualenv at {wanted}; remove it")
-    elif "--python" in args or not is_running_in(VENV):
+    elif "--python" in args or "--django" in args or not is_running_in(VENV):
         return bootstrap(command, args)
     if command == "demo":
         return run_demo(args)

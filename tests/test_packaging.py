@@ -198,3 +198,26 @@ def test_sdist__its_tests_pass_from_the_unpacked_tree(unpacked_sdist: Path) -> N
     assert Path(imported_from).is_relative_to(unpacked_sdist)  # the sdist's code, not ours
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert re.search(r"\b\d+ passed\b", result.stdout)
+
+
+def test_matrix__ci_runs_every_python_and_django_the_classifiers_claim() -> None:
+    import noxfile
+
+    classifiers = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["classifiers"]
+
+    def claimed(prefix: str) -> set[str]:
+        return {
+            c.removeprefix(prefix) for c in classifiers if re.fullmatch(rf"{prefix}\d+\.\d+", c)
+        }
+
+    pythons = claimed("Programming Language :: Python :: ")
+    djangos = claimed("Framework :: Django :: ")
+    # Django 6 needs Python 3.12 or newer.
+    supported = {
+        (python, django)
+        for python in pythons
+        for django in djangos
+        if Version(django) < Version("6") or Version(python) >= Version("3.12")
+    }
+    assert set(noxfile.MATRIX) == supported
+    assert noxfile.MAIN in noxfile.WHOLE_SUITE
