@@ -23,15 +23,6 @@ def stored_records() -> list[tuple[str, str, str]]:
     return sorted(records)
 
 
-def stored_token(key: str) -> str:
-    """Return the owner's token of the one record of ``key`` the configured storage holds."""
-    storage = get_storage(idempotency_settings.STORAGE)
-    if not isinstance(storage, CacheStorage):
-        return str(IdempotencyKey.objects.get(key=key).token)
-    (name,) = redis_record_names(storage, key)
-    return _text(storage._client().hget(name, "token"))
-
-
 def _text(field: object) -> str:
     assert isinstance(field, bytes), field  # the client never decodes (CacheStorage's check)
     return field.decode()
