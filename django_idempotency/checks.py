@@ -15,7 +15,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils.module_loading import import_string
 
 from django_idempotency import checks_cache  # noqa: F401  (registers the cache checks)
-from django_idempotency.conf import DEFAULTS, idempotency_settings
+from django_idempotency.conf import idempotency_settings
 from django_idempotency.handling import (
     get_view_options,
     is_drf_view,
@@ -23,13 +23,9 @@ from django_idempotency.handling import (
     is_handled_by_middleware,
     is_handled_by_view,
 )
-from django_idempotency.validation import (
-    IMPORTABLE_CALLABLE,  # noqa: F401  (kept importable from here)
-    SAFE_METHODS,
-    SETTING_PREFIX,
-    SETTING_VALIDATORS,
-    did_you_mean,
-)
+from django_idempotency.options import SETTING_DEFAULTS, SETTING_PREFIX, SETTING_VALIDATORS
+from django_idempotency.storage.registry import configured_storage_class
+from django_idempotency.validation import SAFE_METHODS, did_you_mean
 
 MIDDLEWARE_PATH = "django_idempotency.middleware.IdempotencyMiddleware"
 AUTHENTICATION_MIDDLEWARE_PATH = "django.contrib.auth.middleware.AuthenticationMiddleware"
@@ -40,13 +36,13 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
     """Report ``IDEMPOTENCY_*`` settings of the wrong type or range (E001)."""
     errors: list[CheckMessage] = []
     for name, (is_valid, expected) in SETTING_VALIDATORS.items():
-        value = getattr(settings, name, DEFAULTS[name])
+        value = getattr(settings, name, SETTING_DEFAULTS[name])
         if not is_valid(value):
             errors.append(
                 Error(
                     f"{name} is {value!r}, which is not {expected}.",
                     hint=f"Set {name} to {expected}, or remove it to use the default "
-                    f"({DEFAULTS[name]!r}).",
+                    f"({SETTING_DEFAULTS[name]!r}).",
                     id="django_idempotency.E001",
                 )
             )
@@ -67,13 +63,13 @@ def check_unknown_settings(
         name
         for name in dir(settings)
         if name.startswith(SETTING_PREFIX)
-        and name not in DEFAULTS
+        and name not in SETTING_DEFAULTS
         and not any(fnmatchcase(name, pattern) for pattern in OTHER_PACKAGES_SETTINGS)
     )
     return [
         Warning(
             f"{name} is not a django-idempotency setting, so it has no effect "
-            f"({did_you_mean(name, DEFAULTS)}).",
+            f"({did_you_mean(name, SETTING_DEFAULTS)}).",
             hint="Rename it to the setting you meant, or remove it. If another package reads "
             'it, add "django_idempotency.W003" to SILENCED_SYSTEM_CHECKS.',
             id="django_idempotency.W003",
@@ -85,27 +81,19 @@ def check_unknown_settings(
 @register()
 def check_storage(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     """Report an ``IDEMPOTENCY_STORAGE`` that cannot be imported or is not a storage (E002)."""
-    from django_idempotency.storage.base import Storage
-
-    path = getattr(settings, "IDEMPOTENCY_STORAGE", DEFAULTS["IDEMPOTENCY_STORAGE"])
-    if not isinstance(path, str):
+    try:
+        idempotency_settings.raw("storage")
+    except ImproperlyConfigured:
         return []  # E001 reports it
     try:
-        storage_class = import_string(path)
-    except ImportError as exc:
+        configured_storage_class()
+    except ImproperlyConfigured as problem:
         return [
             Error(
-                f"IDEMPOTENCY_STORAGE {path!r} cannot be imported ({exc}).",
+                str(problem),
                 hint="Use django_idempotency.storage.DatabaseStorage or "
-                "django_idempotency.storage.CacheStorage, or the dotted path of your own.",
-                id="django_idempotency.E002",
-            )
-        ]
-    if not (isinstance(storage_class, type) and issubclass(storage_class, Storage)):
-        return [
-            Error(
-                f"IDEMPOTENCY_STORAGE {path!r} is not a django_idempotency Storage subclass.",
-                hint="Subclass django_idempotency.storage.Storage.",
+                "django_idempotency.storage.CacheStorage, or the dotted path of your own "
+                "subclass of django_idempotency.storage.Storage.",
                 id="django_idempotency.E002",
             )
         ]

@@ -8,17 +8,13 @@ from typing import TYPE_CHECKING, Any
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
-from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from django_idempotency.conf import idempotency_settings
+from django_idempotency.storage.registry import is_configured
 
 if TYPE_CHECKING:
     from redis import Redis
-
-_CACHE_STORAGE_PATHS = frozenset(
-    {"django_idempotency.storage.CacheStorage", "django_idempotency.storage.cache.CacheStorage"}
-)
 
 # Each keeps its data per process or takes no lock across processes, so two workers
 # could both claim one key (DESIGN §2.1).
@@ -34,19 +30,7 @@ _DJANGO_REDIS_BACKEND = "django_redis.cache.RedisCache"
 
 def is_cache_storage_selected() -> bool:
     """Return whether ``IDEMPOTENCY_STORAGE`` names ``CacheStorage`` or a subclass."""
-    path = idempotency_settings.STORAGE
-    if path in _CACHE_STORAGE_PATHS:
-        return True
-    try:
-        storage_class = import_string(path)
-    except (ImportError, ImproperlyConfigured):
-        # An unimportable IDEMPOTENCY_STORAGE is the core checks' to report.
-        return False
-    try:
-        from django_idempotency.storage.cache import CacheStorage
-    except ImproperlyConfigured:
-        return False
-    return isinstance(storage_class, type) and issubclass(storage_class, CacheStorage)
+    return is_configured("CacheStorage")
 
 
 @register(Tags.caches)

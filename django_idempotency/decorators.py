@@ -16,7 +16,7 @@ from django_idempotency.handling import (  # noqa: F401  (kept importable from h
     is_exempt,
     is_handled_by_middleware,
 )
-from django_idempotency.validation import validate_options
+from django_idempotency.options import validate_options
 
 ViewT = TypeVar("ViewT", bound=Callable[..., Any])
 

@@ -16,17 +16,19 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from django_idempotency import engine
-from django_idempotency.conf import (
-    AnonymousMode,
-    OnConflict,
-    idempotency_settings,
-    resolve_callable,
-)
+from django_idempotency.conf import idempotency_settings
 from django_idempotency.exceptions import IdempotencyError
 from django_idempotency.handling import HANDLED_BY_VIEW_ATTRIBUTE
-from django_idempotency.policy import OPTION_NAMES, Policy, policy_for
+from django_idempotency.options import (
+    VIEW_OPTION_NAMES,
+    AnonymousMode,
+    OnConflict,
+    resolve_callable,
+    validate_options,
+)
+from django_idempotency.policy import Policy, policy_for
 from django_idempotency.storage.base import Storage
-from django_idempotency.validation import SAFE_METHODS, did_you_mean, validate_options
+from django_idempotency.validation import SAFE_METHODS, did_you_mean
 
 
 class IdempotencyAPIException(exceptions.APIException):
@@ -123,7 +125,7 @@ class IdempotencyMixin:
     @classmethod
     def idempotency_class_options(cls) -> dict[str, Any]:
         """Return the view's ``idempotency_*`` class attributes, as options by name."""
-        return {name: getattr(cls, f"idempotency_{name}") for name in OPTION_NAMES}
+        return {name: getattr(cls, f"idempotency_{name}") for name in VIEW_OPTION_NAMES}
 
     @classmethod
     def _idempotency_claim_alias(cls) -> str | None:
@@ -164,7 +166,7 @@ class IdempotencyMixin:
     def get_idempotency_options(self) -> dict[str, Any]:
         """Return this request's overrides of the settings."""
         # Instance attributes too: as_view(idempotency_ttl=...) sets them per view.
-        options = {name: getattr(self, f"idempotency_{name}") for name in OPTION_NAMES}
+        options = {name: getattr(self, f"idempotency_{name}") for name in VIEW_OPTION_NAMES}
         options.update(
             required=self.get_idempotency_required(),
             methods=self.get_idempotency_methods(),

@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -14,28 +14,25 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.http import HttpRequest
-from django.utils.module_loading import import_string
 
-from django_idempotency.conf import (
-    DEFAULT_REPLAY_HEADERS,
+from django_idempotency.conf import idempotency_settings
+from django_idempotency.options import (
     NEVER_REPLAYED_HEADERS,
+    OPTIONS,
+    VIEW_OPTION_NAMES,
     AnonymousMode,
     OnConflict,
-    idempotency_settings,
-    resolve_callable,
-    to_timedelta,
-)
-from django_idempotency.storage.base import Storage
-from django_idempotency.validation import (
-    OPTION_VALIDATORS,
-    SAFE_METHODS,
     invalid_options,
+    upper_methods,
     validate_options,
 )
+from django_idempotency.storage.base import Storage
+from django_idempotency.storage.registry import get_storage
+from django_idempotency.validation import SAFE_METHODS
 
 logger = logging.getLogger(__name__)
 #: Per-view options, as ``@idempotent(name=...)`` keywords and ``idempotency_<name>`` attributes.
-OPTION_NAMES = tuple(OPTION_VALIDATORS)
+OPTION_NAMES = VIEW_OPTION_NAMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,15 +85,15 @@ class Policy:
         validate_options(given, owner="idempotency options")
         fields = dict(_settings_fields())
         for name, value in given.items():
-            if name == "replay_headers":
-                fields[name] = fields[name] | _lowered(value)
-            else:
-                fields[name] = _CONVERTERS[name](value)
-        if "storage" in given:
-            fields["storage"] = get_storage(fields["storage"], source="The storage option")
-        else:
-            fields["storage"] = get_storage(fields["storage"])
+            option = OPTIONS[name]
+            fields[name] = option.combine(fields[name], option.convert(value))
+        source = "The storage option" if "storage" in given else "IDEMPOTENCY_STORAGE"
+        fields["storage"] = get_storage(fields["storage"], source=source)
         return cls(**fields)
+
+
+#: The policy's fields: each is an option of ``options.OPTIONS``, read from its setting.
+POLICY_FIELD_NAMES: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(Policy))
 
 
 def applies_to(
@@ -137,10 +134,10 @@ def _applies_despite_misconfiguration(request: HttpRequest, overrides: Mapping[s
     methods: frozenset[str] | None = None
     if overrides.get("methods") is not None:
         if not invalid_options({"methods": overrides["methods"]}):
-            methods = _upper_methods(overrides["methods"])
+            methods = upper_methods(overrides["methods"])
     else:
         with contextlib.suppress(ImproperlyConfigured):
-            methods = _upper_methods(idempotency_settings.METHODS)
+            methods = upper_methods(idempotency_settings.METHODS)
     header: str | None = None
     with contextlib.suppress(ImproperlyConfigured):
         header = idempotency_settings.HEADER
@@ -171,35 +168,6 @@ def _settings_policy() -> Policy:
     return Policy(**fields)
 
 
-def _unchanged(value: Any) -> Any:
-    return value
-
-
-def _upper_methods(methods: Iterable[str]) -> frozenset[str]:
-    return frozenset(method.upper() for method in methods)
-
-
-#: How a per-view override becomes a policy field (``replay_headers`` adds to the settings').
-_CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    "storage": _unchanged,
-    "methods": _upper_methods,
-    "required": bool,
-    "ttl": to_timedelta,
-    "lease": to_timedelta,
-    "on_conflict": _unchanged,
-    "wait_timeout": to_timedelta,
-    "retry_after": to_timedelta,
-    "mismatch_status": int,
-    "max_response_size": int,
-    "atomic": bool,
-    "store_server_errors": bool,
-    "fail_open": bool,
-    "anonymous": _unchanged,
-    "scope": resolve_callable,
-    "fingerprint": resolve_callable,
-}
-
-
 @functools.cache
 def _settings_fields() -> dict[str, Any]:
     """Return the policy fields the settings give, read once until a setting changes.
@@ -208,62 +176,8 @@ def _settings_fields() -> dict[str, Any]:
     fingerprint callables each time was a measurable part of a replay (docs/benchmarks.md).
     The storage stays a dotted path here, so a view that overrides it never instantiates it.
     """
-    s = idempotency_settings
-    s.validate()
-    return {
-        "storage": s.STORAGE,
-        "header": s.HEADER,
-        "methods": _upper_methods(s.METHODS),
-        "required": s.REQUIRED,
-        "ttl": s.TTL,
-        "lease": s.LEASE,
-        "on_conflict": s.ON_CONFLICT,
-        "wait_timeout": s.WAIT_TIMEOUT,
-        "retry_after": s.RETRY_AFTER,
-        "mismatch_status": int(s.MISMATCH_STATUS),
-        "replay_headers": DEFAULT_REPLAY_HEADERS | s.REPLAY_HEADERS,
-        "max_response_size": int(s.MAX_RESPONSE_SIZE),
-        "atomic": s.ATOMIC,
-        "store_server_errors": s.STORE_SERVER_ERRORS,
-        "fail_open": s.FAIL_OPEN,
-        "anonymous": s.ANONYMOUS,
-        "scope": s.SCOPE,
-        "fingerprint": s.FINGERPRINT,
-    }
-
-
-def _lowered(names: Iterable[str]) -> frozenset[str]:
-    return frozenset(name.lower() for name in names)
-
-
-def get_storage(storage: str | Storage, *, source: str = "IDEMPOTENCY_STORAGE") -> Storage:
-    """Return the storage a dotted path names (one instance per path), or the instance given.
-
-    A path that does not name a Storage class raises ``ImproperlyConfigured`` naming
-    ``source``, where the path came from.
-    """
-    if isinstance(storage, Storage):
-        return storage
-    try:
-        return _storage_for_path(storage)
-    except _NotAStorage as problem:
-        raise ImproperlyConfigured(f"{source} is {storage!r}, which {problem}.") from problem
-
-
-class _NotAStorage(Exception):
-    """A dotted path that names no Storage class; the message says why, after "which"."""
-
-
-@functools.cache
-def _storage_for_path(path: str) -> Storage:
-    # Checked once per path: a view with its own options builds its policy per request.
-    try:
-        storage_class = import_string(path)
-    except ImportError as exc:
-        raise _NotAStorage(f"cannot be imported ({exc})") from exc
-    if not (isinstance(storage_class, type) and issubclass(storage_class, Storage)):
-        raise _NotAStorage("is not a django_idempotency Storage subclass")
-    return storage_class()
+    idempotency_settings.validate()
+    return {name: idempotency_settings.value(name) for name in POLICY_FIELD_NAMES}
 
 
 @receiver(setting_changed)
@@ -271,5 +185,4 @@ def _forget_settings(*, setting: str, **kwargs: Any) -> None:
     if setting.startswith("IDEMPOTENCY_") or setting in {"CACHES", "DATABASES"}:
         _settings_fields.cache_clear()
         _settings_policy.cache_clear()
-        _storage_for_path.cache_clear()
         _log_misconfiguration.cache_clear()

@@ -7,8 +7,8 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from django_idempotency.conf import AnonymousMode
 from django_idempotency.exceptions import IdempotencyKeyWithoutPrincipal
+from django_idempotency.options import AnonymousMode
 
 #: The scope a scope function returns for a request without a principal; the policy's
 #: ``anonymous`` mode then decides what such a request gets (``resolve_anonymous``).

@@ -11,18 +11,13 @@ import time
 from datetime import timedelta
 
 from django_idempotency.clock import database_now
-from django_idempotency.conf import idempotency_settings
 from django_idempotency.models import IdempotencyKey
-from django_idempotency.policy import get_storage
 from django_idempotency.storage import CacheStorage, DatabaseStorage, Storage
+from django_idempotency.storage.registry import configured_storage
 from tests.records import redis_record_names
 
 #: How long wait_for_expiry waits before the test fails instead of hanging.
 WAIT_LIMIT = 30.0
-
-
-def configured_storage() -> Storage:
-    return get_storage(idempotency_settings.STORAGE)
 
 
 def expire_now(key: str, *, storage: Storage | None = None) -> None:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from django_idempotency.conf import idempotency_settings
 from django_idempotency.models import IdempotencyKey
-from django_idempotency.policy import get_storage
 from django_idempotency.storage import CacheStorage
+from django_idempotency.storage.registry import configured_storage
 
 
 def stored_records() -> list[tuple[str, str, str]]:
     """Return (scope, key, state) of every record the configured storage holds, sorted."""
-    storage = get_storage(idempotency_settings.STORAGE)
+    storage = configured_storage()
     if not isinstance(storage, CacheStorage):
         return sorted(IdempotencyKey.objects.values_list("scope", "key", "state"))
     client = storage._client()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from django_idempotency.exceptions import IdempotencyError
+from django_idempotency.options import OPTIONS, SETTING_PREFIX, setting_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,3 +80,29 @@ def test_docs__problem_type_uri_has_its_anchor_in_the_built_site(
 
     assert page_url in pages_by_url, f"no built page has the canonical URL {page_url}"
     assert anchor in pages_by_url[page_url].ids
+
+
+def settings_reference() -> dict[str, tuple[str, str]]:
+    """Return each ``## IDEMPOTENCY_*`` section of docs/settings.md as (default, per view)."""
+    sections: dict[str, tuple[str, str]] = {}
+    text = (ROOT / "docs" / "settings.md").read_text()
+    for section in re.split(r"^## ", text, flags=re.MULTILINE)[1:]:
+        name = section.split("\n", 1)[0].strip()
+        if not name.startswith(SETTING_PREFIX):
+            continue
+        default = re.search(r"^- \*\*Default:\*\* `([^`]*)`", section, re.MULTILINE)
+        per_view = re.search(r"^- \*\*Per view:\*\* (\S+)", section, re.MULTILINE)
+        assert default, f"{name} lacks its Default line"
+        assert per_view, f"{name} lacks its Per view line"
+        sections[name] = (default.group(1), per_view.group(1).rstrip(";"))
+    return sections
+
+
+def test_docs__the_settings_reference_lists_every_option_with_the_tables_default() -> None:
+    documented = settings_reference()
+
+    assert list(documented) == [setting_name(name) for name in OPTIONS]
+    for name, option in OPTIONS.items():
+        default, per_view = documented[setting_name(name)]
+        assert eval(default, {"timedelta": timedelta}) == option.default, name
+        assert per_view == ("no" if option.view is None else f"`{name}`"), name

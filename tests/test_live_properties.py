@@ -56,7 +56,6 @@ from hypothesis.stateful import (
 )
 from rest_framework.authtoken.models import Token
 
-from django_idempotency.conf import DEFAULT_REPLAY_HEADERS
 from django_idempotency.exceptions import (
     IdempotencyError,
     IdempotencyKeyInProgress,
@@ -65,6 +64,7 @@ from django_idempotency.exceptions import (
     IdempotencyLeaseExpired,
     IdempotencyStoreUnavailable,
 )
+from django_idempotency.options import DEFAULT_REPLAY_HEADERS
 from tests.factories import UserFactory
 from tests.live_principals import (
     API_KEY_HEADER,

@@ -13,6 +13,7 @@ See docs/settings.md, "Bad settings", and docs/checks.md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import urllib.error
@@ -27,7 +28,8 @@ from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 
-from django_idempotency import conf, validation
+from django_idempotency import options
+from django_idempotency.conf import idempotency_settings
 from django_idempotency.decorators import idempotent
 from django_idempotency.mixins import IdempotencyMixin
 from django_idempotency.models import IdempotencyKey
@@ -77,22 +79,23 @@ def nothing_happened() -> bool:
     return not Execution.objects.exists() and not IdempotencyKey.objects.exists()
 
 
-# One table: each option's default and validity is written once.
+# One table: each option's default, validity and conversion is written once.
 
 
-def test_the_table__gives_every_setting_its_default() -> None:
-    assert {
-        f"IDEMPOTENCY_{name.upper()}": option.default for name, option in validation.OPTIONS.items()
-    } == conf.DEFAULTS
-    assert conf.DEFAULTS["IDEMPOTENCY_ANONYMOUS"] == "session"
+def test_the_table__an_unset_setting_reads_as_its_default_converted() -> None:
+    for name, option in options.OPTIONS.items():
+        assert idempotency_settings.raw(name) == option.default
+        assert idempotency_settings.value(name) == option.convert(option.default)
+    assert idempotency_settings.ANONYMOUS == "session"
+    assert timedelta(seconds=60) == idempotency_settings.LEASE
 
 
 def test_the_table__gives_the_checks_and_the_views_their_validators() -> None:
-    for name, option in validation.OPTIONS.items():
-        assert validation.SETTING_VALIDATORS[f"IDEMPOTENCY_{name.upper()}"] == option.setting
-        assert validation.OPTION_VALIDATORS.get(name) == option.view
+    for name, option in options.OPTIONS.items():
+        assert options.SETTING_VALIDATORS[f"IDEMPOTENCY_{name.upper()}"] == option.setting
+        assert options.OPTION_VALIDATORS.get(name) == option.view
     # Settings only: a view cannot choose its database, cache or header.
-    assert set(validation.OPTIONS) - set(validation.OPTION_VALIDATORS) == {
+    assert set(options.OPTIONS) - set(options.OPTION_VALIDATORS) == {
         "database",
         "cache_alias",
         "header",
@@ -100,9 +103,39 @@ def test_the_table__gives_the_checks_and_the_views_their_validators() -> None:
 
 
 def test_the_table__names_every_field_a_policy_takes_from_the_settings() -> None:
-    policy_fields = {field.name for field in Policy.__dataclass_fields__.values()}
+    policy_fields = {field.name for field in dataclasses.fields(Policy)}
 
-    assert set(validation.OPTION_VALIDATORS) | {"header"} == policy_fields
+    assert set(options.OPTION_VALIDATORS) | {"header"} == policy_fields
+
+
+def test_the_table__every_per_view_option_is_a_mixin_attribute_and_a_decorator_keyword() -> None:
+    for name in options.OPTION_VALIDATORS:
+        assert hasattr(IdempotencyMixin, f"idempotency_{name}")
+        idempotent(**{name: options.OPTIONS[name].default or None})(lambda request: None)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "expected"),
+    [
+        ({"ttl": 30}, "ttl", timedelta(seconds=30)),
+        ({"methods": ["put"]}, "methods", frozenset({"PUT"})),
+        ({"mismatch_status": 409}, "mismatch_status", 409),
+        # A view's replay headers add to the setting's and the defaults.
+        ({"replay_headers": ["X-Cost"]}, "replay_headers", {"x-cost", "x-setting", "etag"}),
+    ],
+)
+@pytest.mark.usefixtures("db")
+def test_the_table__converts_a_per_view_value_as_it_converts_the_setting(
+    settings: Any, overrides: dict[str, Any], field: str, expected: Any
+) -> None:
+    settings.IDEMPOTENCY_REPLAY_HEADERS = ["X-Setting"]
+
+    value = getattr(Policy.build(overrides), field)
+
+    if field == "replay_headers":
+        assert expected <= value
+    else:
+        assert value == expected
 
 
 # Misspelled per-view options: refused where the view is defined.

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connections, transaction
-from django.utils.module_loading import import_string
 
 from django_idempotency.clock import database_now
 from django_idempotency.conf import idempotency_settings
 from django_idempotency.models import IdempotencyKey, records_database
+from django_idempotency.storage.registry import configured_storage_class
 
 #: How long after its lease ended an in-flight record is kept for operators to inspect.
 DEFAULT_GRACE = timedelta(hours=1)
@@ -124,12 +125,9 @@ class Command(BaseCommand):
         from django_idempotency.storage.database import DatabaseStorage
 
         try:
-            storage_class = import_string(idempotency_settings.STORAGE)
-        except ImportError as exc:
-            raise CommandError(
-                f"IDEMPOTENCY_STORAGE {idempotency_settings.STORAGE!r} cannot be imported."
-            ) from exc
-        return isinstance(storage_class, type) and issubclass(storage_class, DatabaseStorage)
+            return issubclass(configured_storage_class(), DatabaseStorage)
+        except ImproperlyConfigured as problem:
+            raise CommandError(str(problem)) from problem
 
     def report_dry_run(
         self, using: str, *, now: datetime, grace: timedelta, verbosity: int
