@@ -130,12 +130,13 @@ def check_required_everywhere(
         return []
     try:
         methods = " and ".join(sorted(idempotency_settings.METHODS))
-    except ImproperlyConfigured:  # E001 reports a bad IDEMPOTENCY_METHODS
+        header = idempotency_settings.HEADER
+    except ImproperlyConfigured:  # E001 reports a bad IDEMPOTENCY_METHODS or HEADER
         return []
     return [
         Warning(
             "IDEMPOTENCY_REQUIRED is True with IdempotencyMiddleware installed, so every "
-            f"{methods} to every view needs an Idempotency-Key, including HTML forms "
+            f"{methods} to every view needs an {header} header, including HTML forms "
             "such as the admin and login pages.",
             hint="Require keys per view instead (@idempotent(required=True), "
             "idempotency_required = True), or mark form views @idempotency_exempt.",
@@ -179,7 +180,8 @@ def check_drf_views_without_mixin(
         return []
     try:
         covered = idempotency_settings.METHODS - SAFE_METHODS
-    except ImproperlyConfigured:  # a bad IDEMPOTENCY_METHODS is E001's to report
+        header = idempotency_settings.HEADER
+    except ImproperlyConfigured:  # a bad IDEMPOTENCY_METHODS or HEADER is E001's to report
         return []
     unprotected = sorted(
         {
@@ -197,7 +199,7 @@ def check_drf_views_without_mixin(
         Warning(
             f"{len(unprotected)} DRF view(s) accept {' or '.join(sorted(covered))} without "
             "IdempotencyMixin, so IdempotencyMiddleware leaves them alone and ignores their "
-            f"Idempotency-Key headers: {', '.join(unprotected)}.",
+            f"{header} headers: {', '.join(unprotected)}.",
             hint="Put IdempotencyMixin first among each view's bases, e.g. class "
             "OrderViewSet(IdempotencyMixin, ModelViewSet): it scopes keys by the user DRF "
             "authenticated, after DRF's permission checks. Mark views that need no keys "

@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
 from django_idempotency.exceptions import (
+    IdempotencyError,
     IdempotencyKeyInProgress,
     IdempotencyKeyMismatch,
     IdempotencyKeyMissing,
@@ -65,8 +66,16 @@ def begin(request: HttpRequest, policy: Policy) -> Execution | HttpResponse | No
 
     Return ``None`` when the request is not covered (the view runs as usual), a response
     to send instead of running the view (a replay), or an ``Execution`` when this request
-    owns the key and must run the view. Raise an ``IdempotencyError`` for every problem.
+    owns the key and must run the view. Raise an ``IdempotencyError`` for every problem,
+    naming the policy's header.
     """
+    try:
+        return _begin(request, policy)
+    except IdempotencyError as error:
+        raise error.naming(policy.header)  # noqa: B904  (the same error, re-raised)
+
+
+def _begin(request: HttpRequest, policy: Policy) -> Execution | HttpResponse | None:
     if not policy.applies_to(request):
         return None
     method = (request.method or "").upper()
@@ -181,8 +190,10 @@ class Execution:
         """
         try:
             return self._finish(response)
-        except BaseException:
+        except BaseException as error:
             self.abort()
+            if isinstance(error, IdempotencyError):
+                error.naming(self.policy.header)
             raise
 
     def abort(self) -> None:

@@ -6,6 +6,8 @@ import math
 from datetime import timedelta
 
 PROBLEM_TYPE_BASE = "https://django-idempotency.readthedocs.io/en/latest/errors/#"
+#: The header as the messages name it; ``IdempotencyError.naming`` puts the configured one.
+HEADER_IN_MESSAGES = "Idempotency-Key"
 
 
 def problem_type(code: str) -> str:
@@ -34,6 +36,18 @@ class IdempotencyError(Exception):
         self.retry_after = retry_after
         super().__init__(self.detail)
 
+    def naming(self, header: str) -> IdempotencyError:
+        """Say ``header`` where the detail names the Idempotency-Key header; return the error.
+
+        The engine calls it with ``IDEMPOTENCY_HEADER``, so a client that must send
+        ``X-Idempotency-Key`` is told about that header. The title, which names the problem
+        type, stays the same for every occurrence (RFC 9457 §3.1.3).
+        """
+        if header != HEADER_IN_MESSAGES:
+            self.detail = self.detail.replace(HEADER_IN_MESSAGES, header)
+            self.args = (self.detail,)
+        return self
+
     @property
     def type_uri(self) -> str:
         return problem_type(self.default_code)
@@ -51,17 +65,15 @@ class IdempotencyKeyMissing(IdempotencyError):
     status_code = 400
     default_code = "idempotency_key_missing"
     title = "Idempotency-Key header missing"
-    default_detail = "This endpoint requires an Idempotency-Key header."
+    default_detail = "This endpoint requires the Idempotency-Key header."
 
 
 class IdempotencyKeyInvalid(IdempotencyError):
     status_code = 400
     default_code = "idempotency_key_invalid"
     title = "Idempotency-Key header invalid"
-    default_detail = (
-        "The Idempotency-Key header must be 1 to 255 visible ASCII characters, "
-        "bare or as a quoted string."
-    )
+    # keys.parse_key says exactly what is wrong; the rules are its own (keys.MAX_KEY_LENGTH).
+    default_detail = "The Idempotency-Key header is malformed."
 
 
 class IdempotencyKeyWithoutPrincipal(IdempotencyError):

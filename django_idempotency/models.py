@@ -11,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from django_idempotency.clock import database_now
 from django_idempotency.conf import idempotency_settings
+from django_idempotency.keys import MAX_KEY_LENGTH
 
 #: Column widths, which ``DatabaseStorage`` reports to the engine.
 SCOPE_MAX_LENGTH = 255
@@ -117,7 +118,7 @@ class IdempotencyKey(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     scope = models.CharField(_("scope"), max_length=SCOPE_MAX_LENGTH)
-    key = models.CharField(_("key"), max_length=255)
+    key = models.CharField(_("key"), max_length=MAX_KEY_LENGTH)
     state = models.CharField(_("state"), max_length=16, choices=State.choices)
     fingerprint = models.CharField(_("request fingerprint"), max_length=FINGERPRINT_MAX_LENGTH)
     token = models.CharField(_("fencing token"), max_length=32)
