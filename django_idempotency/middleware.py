@@ -40,6 +40,8 @@ class IdempotencyMiddleware:
         try:
             response = self.get_response(request)
         except BaseException:
+            # Django turns a view's Exception into a response before it gets here; this is
+            # for a BaseException, such as the SystemExit of gunicorn's worker timeout.
             self._abort(request)
             raise
         return self._finish(request, response)  # type: ignore[arg-type]
