@@ -173,9 +173,17 @@ class IdempotencyMixin:
             ttl=self.get_idempotency_ttl(),
             lease=self.get_idempotency_lease(),
             on_conflict=self.get_idempotency_on_conflict(),
-            scope=self.get_idempotency_scope,
-            fingerprint=self.get_idempotency_fingerprint,
         )
+        # The scope and fingerprint hooks take the request; passed only when a view overrides
+        # them, since the defaults ask the same options and a view's policy is then built once.
+        view_class = type(self)
+        if view_class.get_idempotency_scope is not IdempotencyMixin.get_idempotency_scope:
+            options["scope"] = self.get_idempotency_scope
+        if (
+            view_class.get_idempotency_fingerprint
+            is not IdempotencyMixin.get_idempotency_fingerprint
+        ):
+            options["fingerprint"] = self.get_idempotency_fingerprint
         return options
 
     # DRF's request cycle.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import inspect
 import logging
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -82,6 +83,16 @@ class Policy:
         given = {name: value for name, value in (overrides or {}).items() if value is not None}
         if not given:
             return _settings_policy()
+        key = _cache_key(given)
+        policy = _BUILT.get(key) if key is not None else None
+        if policy is None:
+            policy = cls._from(given)
+            if key is not None and len(_BUILT) < _MAX_BUILT:
+                _BUILT[key] = policy
+        return policy
+
+    @classmethod
+    def _from(cls, given: Mapping[str, Any]) -> Policy:
         validate_options(given, owner="idempotency options")
         fields = dict(_settings_fields())
         for name, value in given.items():
@@ -90,6 +101,33 @@ class Policy:
         source = "The storage option" if "storage" in given else "IDEMPOTENCY_STORAGE"
         fields["storage"] = get_storage(fields["storage"], source=source)
         return cls(**fields)
+
+
+#: Policies built for a view's overrides, by the overrides (``_cache_key``), until a setting
+#: changes: a view's options are the same on every request, so its policy is built once. At
+#: most ``_MAX_BUILT``, so per-request values (a lambda made per call) cannot grow it.
+_BUILT: dict[tuple[tuple[str, Any], ...], Policy] = {}
+_MAX_BUILT = 1024
+
+
+def _cache_key(given: Mapping[str, Any]) -> tuple[tuple[str, Any], ...] | None:
+    """Return the overrides as a hashable key, or None when they cannot be one.
+
+    A bound method (a mixin's overridden ``get_idempotency_scope``, say) is new on every
+    request, so a policy with one is never kept.
+    """
+    items = []
+    for name, value in sorted(given.items()):
+        if inspect.ismethod(value):
+            return None
+        # The type too: 1 == True, yet required=1 is refused where required=True is not.
+        frozen = tuple(value) if isinstance(value, list | tuple | set | frozenset) else value
+        try:
+            hash(frozen)
+        except TypeError:
+            return None
+        items.append((name, (type(value), frozen)))
+    return tuple(items)
 
 
 #: The policy's fields: each is an option of ``options.OPTIONS``, read from its setting.
@@ -185,4 +223,5 @@ def _forget_settings(*, setting: str, **kwargs: Any) -> None:
     if setting.startswith("IDEMPOTENCY_") or setting in {"CACHES", "DATABASES"}:
         _settings_fields.cache_clear()
         _settings_policy.cache_clear()
+        _BUILT.clear()
         _log_misconfiguration.cache_clear()
