@@ -8,6 +8,7 @@ import time
 from contextlib import AbstractContextManager
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
@@ -15,10 +16,13 @@ from django.http.response import HttpResponseBase
 from django_idempotency.exceptions import (
     IdempotencyError,
     IdempotencyKeyInProgress,
+    IdempotencyKeyInvalid,
     IdempotencyKeyMismatch,
     IdempotencyKeyMissing,
     IdempotencyKeyNotReplayable,
+    IdempotencyKeyWithoutPrincipal,
     IdempotencyLeaseExpired,
+    IdempotencyReplayNotAcceptable,
     IdempotencyRequestTooLarge,
     IdempotencyStoreUnavailable,
 )
@@ -119,6 +123,49 @@ def _begin(request: HttpRequest, policy: Policy) -> Execution | HttpResponse | N
         if policy.on_conflict != "wait" or time.monotonic() >= deadline:
             raise IdempotencyKeyInProgress(retry_after=policy.retry_after)
         time.sleep(min(_WAIT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+
+def possible_errors(policy: Policy) -> list[IdempotencyError]:
+    """Return the errors ``begin()`` and an ``Execution`` may answer a request under ``policy``.
+
+    What the OpenAPI schema documents for an operation; each error as it would be raised,
+    with the policy's status, ``Retry-After`` and header.
+    """
+    kinds: list[type[IdempotencyError]] = []
+    if policy.required:
+        kinds.append(IdempotencyKeyMissing)
+    kinds += [IdempotencyKeyInvalid, IdempotencyKeyInProgress, IdempotencyKeyNotReplayable]
+    if policy.anonymous != "shared":
+        kinds.append(IdempotencyKeyWithoutPrincipal)
+    kinds.append(IdempotencyKeyMismatch)
+    # Any view may store a coded body (its own, or GZipMiddleware's inside the middleware).
+    kinds.append(IdempotencyReplayNotAcceptable)
+    if policy.is_atomic:
+        # Without a shared transaction an owner past its lease sends the view's response.
+        kinds.append(IdempotencyLeaseExpired)
+    if settings.DATA_UPLOAD_MAX_MEMORY_SIZE is not None:
+        kinds.append(IdempotencyRequestTooLarge)
+    if policy.is_atomic or not policy.fail_open:
+        # Fail-open skips the claim when the store is down; a response the view's transaction
+        # cannot store is still refused.
+        kinds.append(IdempotencyStoreUnavailable)
+    return [_error(kind, policy).naming(policy.header) for kind in kinds]
+
+
+#: The errors raised with a ``Retry-After``: the same request may succeed later.
+_RETRY_LATER: tuple[type[IdempotencyError], ...] = (
+    IdempotencyKeyInProgress,
+    IdempotencyLeaseExpired,
+    IdempotencyStoreUnavailable,
+)
+
+
+def _error(kind: type[IdempotencyError], policy: Policy) -> IdempotencyError:
+    if kind is IdempotencyKeyMismatch:
+        return kind(status_code=policy.mismatch_status)
+    if kind in _RETRY_LATER:
+        return kind(retry_after=policy.retry_after)
+    return kind()
 
 
 def _answer_existing(

@@ -6,26 +6,14 @@ import dataclasses
 from datetime import timedelta
 from typing import Any, Protocol, cast
 
-from django.conf import settings
 from drf_spectacular.drainage import warn
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import ComponentRegistry, ResolvedComponent
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter
 
+from django_idempotency import engine
 from django_idempotency.conf import idempotency_settings
-from django_idempotency.exceptions import (
-    IdempotencyError,
-    IdempotencyKeyInProgress,
-    IdempotencyKeyInvalid,
-    IdempotencyKeyMismatch,
-    IdempotencyKeyMissing,
-    IdempotencyKeyNotReplayable,
-    IdempotencyKeyWithoutPrincipal,
-    IdempotencyLeaseExpired,
-    IdempotencyReplayNotAcceptable,
-    IdempotencyRequestTooLarge,
-    IdempotencyStoreUnavailable,
-)
+from django_idempotency.exceptions import IdempotencyError
 from django_idempotency.handling import is_handled_by_view
 from django_idempotency.keys import MAX_KEY_LENGTH
 from django_idempotency.policy import Policy
@@ -46,13 +34,6 @@ KEY_PATTERN = (
     rf'|"(?:{_KEY_CHARACTER}|\\["\\]){{1,{MAX_KEY_LENGTH}}}")$'
 )
 _KEY_EXAMPLE = "8e03978e-40d5-43e8-bc93-6894a57f9324"
-
-#: The errors the engine raises with a ``Retry-After``: the same request may succeed later.
-_RETRY_LATER: tuple[type[IdempotencyError], ...] = (
-    IdempotencyKeyInProgress,
-    IdempotencyLeaseExpired,
-    IdempotencyStoreUnavailable,
-)
 
 
 class _ViewWithOwnKeys(Protocol):
@@ -174,40 +155,9 @@ def _mixin_policy(view: _ViewWithOwnKeys) -> Policy:
         return Policy.build(type(view).idempotency_class_options())
 
 
-def _possible_errors(policy: Policy) -> list[IdempotencyError]:
-    """Return the errors the app may answer an operation under ``policy`` with."""
-    kinds: list[type[IdempotencyError]] = []
-    if policy.required:
-        kinds.append(IdempotencyKeyMissing)
-    kinds += [IdempotencyKeyInvalid, IdempotencyKeyInProgress, IdempotencyKeyNotReplayable]
-    if policy.anonymous != "shared":
-        kinds.append(IdempotencyKeyWithoutPrincipal)
-    kinds.append(IdempotencyKeyMismatch)
-    # Any view may store a coded body (its own, or GZipMiddleware's inside the middleware).
-    kinds.append(IdempotencyReplayNotAcceptable)
-    if policy.is_atomic:
-        # Without a shared transaction an owner past its lease sends the view's response.
-        kinds.append(IdempotencyLeaseExpired)
-    if settings.DATA_UPLOAD_MAX_MEMORY_SIZE is not None:
-        kinds.append(IdempotencyRequestTooLarge)
-    if policy.is_atomic or not policy.fail_open:
-        # Fail-open skips the claim when the store is down; a response the view's transaction
-        # cannot store is still refused.
-        kinds.append(IdempotencyStoreUnavailable)
-    return [_error(kind, policy) for kind in kinds]
-
-
-def _error(kind: type[IdempotencyError], policy: Policy) -> IdempotencyError:
-    if kind is IdempotencyKeyMismatch:
-        return kind(status_code=policy.mismatch_status)
-    if kind in _RETRY_LATER:
-        return kind(retry_after=policy.retry_after)
-    return kind()
-
-
 def _errors_by_status(policy: Policy) -> dict[str, list[IdempotencyError]]:
     grouped: dict[str, list[IdempotencyError]] = {}
-    for error in _possible_errors(policy):
+    for error in engine.possible_errors(policy):
         grouped.setdefault(str(error.status_code), []).append(error)
     return grouped
 
