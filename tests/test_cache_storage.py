@@ -210,27 +210,43 @@ def test_round_trips__in_flight_conflict_takes_one(
 # Configuration errors at first use
 
 
-def test_claim__non_django_redis_cache_raises_improperly_configured(key: str) -> None:
-    locmem = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
-    with (
-        override_settings(CACHES=caches_with(locmem)),
-        pytest.raises(ImproperlyConfigured, match="needs a django-redis cache"),
+#: A cache that cannot hold keys, by the check that reports it.
+UNSAFE_CACHES: dict[str, dict[str, Any] | None] = {
+    "E101": None,  # no cache by that alias
+    "E102": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "E103": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://x"},
+    "E106": {"decode_responses": True},
+}
+
+
+@pytest.mark.parametrize("check_id", UNSAFE_CACHES)
+def test_claim__an_unsafe_cache_is_refused_in_the_words_of_its_check(
+    key: str, check_id: str
+) -> None:
+    config = UNSAFE_CACHES[check_id]
+    if config is None:
+        caches: dict[str, Any] = caches_with({"BACKEND": "django_redis.cache.RedisCache"})
+        caches.pop("idempotency")
+    elif "decode_responses" in config:
+        caches = caches_with(redis_cache_config(free_port(), CONNECTION_POOL_KWARGS=config))
+    else:
+        caches = caches_with(config)
+    with override_settings(
+        CACHES=caches,
+        IDEMPOTENCY_STORAGE="django_idempotency.storage.CacheStorage",
+        IDEMPOTENCY_CACHE_ALIAS="idempotency",
     ):
-        CacheStorage("idempotency").claim("scope", key, "fp", lease=LONG)
+        [reported] = check_cache_storage(None)
+        with pytest.raises(ImproperlyConfigured) as refused:
+            CacheStorage("idempotency").claim("scope", key, "fp", lease=LONG)
+
+    assert reported.id == f"django_idempotency.{check_id}"
+    assert str(refused.value) == f"{reported.msg} {reported.hint} ({reported.id})"
 
 
 def test_claim__missing_alias_raises_improperly_configured(key: str) -> None:
     with pytest.raises(ImproperlyConfigured, match="'nowhere'"):
         CacheStorage("nowhere").claim("scope", key, "fp", lease=LONG)
-
-
-def test_claim__decoding_cache_raises_improperly_configured(key: str) -> None:
-    config = redis_cache_config(free_port(), CONNECTION_POOL_KWARGS={"decode_responses": True})
-    with (
-        override_settings(CACHES=caches_with(config)),
-        pytest.raises(ImproperlyConfigured, match="decode"),
-    ):
-        CacheStorage("idempotency").claim("scope", key, "fp", lease=LONG)
 
 
 def test_alias__defaults_to_setting() -> None:

@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.core.cache import InvalidCacheBackendError, caches
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
@@ -24,10 +23,10 @@ from django_idempotency.storage.base import (
     StoredResponse,
     new_token,
 )
+from django_idempotency.storage.cache_config import redis_cache, redis_client
 
 try:
-    from django_redis import get_redis_connection  # type: ignore[import-untyped]
-    from django_redis.cache import RedisCache  # type: ignore[import-untyped]
+    import django_redis  # type: ignore[import-untyped]  # noqa: F401  (needed, said below)
     from redis.exceptions import RedisError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImproperlyConfigured(
@@ -125,7 +124,7 @@ class CacheStorage(Storage):
         # The length prefix keeps ("a", "bc") and ("ab", "c") apart; the braces are the
         # Redis Cluster hash tag shared by every key of one record.
         digest = hashlib.sha256(f"{len(scope)}:{scope}{key}".encode()).hexdigest()
-        prefix = caches[self.alias].key_prefix
+        prefix = redis_cache(self.alias).key_prefix
         return f"{prefix}:idempotency:{{{digest}}}" if prefix else f"idempotency:{{{digest}}}"
 
     def claim(
@@ -184,31 +183,7 @@ class CacheStorage(Storage):
 
     def _client(self) -> Redis:
         """Return the raw redis-py client behind the alias, which never swallows errors."""
-        alias = self.alias
-        try:
-            cache = caches[alias]
-        except InvalidCacheBackendError as exc:
-            raise ImproperlyConfigured(
-                f"IDEMPOTENCY_CACHE_ALIAS names the cache {alias!r}, which CACHES does not define."
-            ) from exc
-        if not isinstance(cache, RedisCache):
-            raise ImproperlyConfigured(
-                f"CacheStorage needs a django-redis cache, but the cache {alias!r} is "
-                f"{type(cache).__module__}.{type(cache).__qualname__}."
-            )
-        try:
-            client: Redis = get_redis_connection(alias)
-        except NotImplementedError as exc:
-            raise ImproperlyConfigured(
-                f"The django-redis client of the cache {alias!r} has no single connection "
-                "(sharded clients are not supported); use DefaultClient or SentinelClient."
-            ) from exc
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
-            raise ImproperlyConfigured(
-                f"The cache {alias!r} decodes responses; stored bodies are bytes, so "
-                "CacheStorage needs decode_responses off."
-            )
-        return client
+        return redis_client(self.alias)
 
     def _run(self, name: str, record_key: str, *args: str | int | bytes) -> Any:
         """Run one script against one record in one round trip."""
