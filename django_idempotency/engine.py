@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from contextlib import AbstractContextManager
-from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -26,6 +24,7 @@ from django_idempotency.exceptions import (
     IdempotencyRequestTooLarge,
     IdempotencyStoreUnavailable,
 )
+from django_idempotency.held import Held
 from django_idempotency.keys import parse_key
 from django_idempotency.policy import Policy
 from django_idempotency.responses import (
@@ -189,10 +188,6 @@ def _bounded(value: str, limit: int) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-class _RollBack(Exception):
-    """Thrown into the storage's atomic block to roll it back."""
-
-
 #: Statuses the view answers without having done anything that must not happen twice: the
 #: caller was refused (401, 403) or asked to come back (409, 429). Never stored (DESIGN §4),
 #: so a refused caller can never leave its answer behind for the key.
@@ -210,7 +205,7 @@ class Execution:
     def __init__(self, policy: Policy, claim: Claim) -> None:
         self.policy = policy
         self.claim = claim
-        self._atomic: AbstractContextManager[Any] | None = None
+        self._atomic: Held | None = None
         self._is_atomic = policy.is_atomic
         self._settled = False
 
@@ -218,14 +213,12 @@ class Execution:
         """Open the transaction that the view and the stored response share."""
         if not self._is_atomic:
             return
-        atomic = self.policy.storage.atomic()
         try:
-            atomic.__enter__()
+            self._atomic = Held(self.policy.storage.atomic())
         except Exception as exc:
             # The view has not run: free the key, and answer as for any store failure.
             self._settle(release=True)
             raise IdempotencyStoreUnavailable(retry_after=self.policy.retry_after) from exc
-        self._atomic = atomic
 
     def finish(self, response: HttpResponseBase) -> HttpResponseBase:
         """Store or release according to the view's response, then close the transaction.
@@ -336,12 +329,8 @@ class Execution:
 
     def _close(self, *, commit: bool) -> None:
         atomic, self._atomic = self._atomic, None
-        if atomic is None:
-            return
-        if commit:
-            atomic.__exit__(None, None, None)
-        else:
-            atomic.__exit__(_RollBack, _RollBack(), None)
+        if atomic is not None:
+            atomic.close(commit=commit)
 
     def _settle(self, *, release: bool) -> None:
         if self._settled:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +18,7 @@ from django_idempotency import engine
 from django_idempotency.conf import idempotency_settings
 from django_idempotency.exceptions import IdempotencyError
 from django_idempotency.handling import HANDLED_BY_VIEW_ATTRIBUTE
+from django_idempotency.held import Held
 from django_idempotency.options import (
     VIEW_OPTION_NAMES,
     AnonymousMode,
@@ -108,7 +108,7 @@ class IdempotencyMixin:
     idempotency_storage: str | Storage | None = None
 
     _idempotency_execution: engine.Execution | None = None
-    _idempotency_atomic: AbstractContextManager[Any] | None = None
+    _idempotency_atomic: Held | None = None
 
     # The DRF-facing overrides return ``Any``: DRF's stubs promise a DRF ``Response`` where
     # DRF itself accepts any HttpResponse (a replay is one), and ``as_view`` differs between
@@ -245,17 +245,12 @@ class IdempotencyMixin:
         # The view opted out of ATOMIC_REQUESTS on the claim's alias (see _NonAtomicFor);
         # a request that claims nothing still gets the transaction it was promised.
         if alias is not None and connections.settings[alias]["ATOMIC_REQUESTS"]:
-            self._idempotency_atomic = transaction.atomic(using=alias)
-            self._idempotency_atomic.__enter__()
+            self._idempotency_atomic = Held(transaction.atomic(using=alias))
 
     def _close_request_transaction(self, *, failed: bool) -> None:
         atomic, self._idempotency_atomic = self._idempotency_atomic, None
-        if atomic is None:
-            return
-        if failed:
-            atomic.__exit__(RuntimeError, RuntimeError("view failed"), None)
-        else:
-            atomic.__exit__(None, None, None)
+        if atomic is not None:
+            atomic.close(commit=not failed)
 
 
 def _keep_body(request: HttpRequest) -> None:
