@@ -1,0 +1,1 @@
+"""django-idempotency: retry-safe unsafe HTTP requests for Django, with Idempotency-Key."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,14 @@ def test_modules__are_at_most_400_lines_each() -> None:
     }
 
     assert too_long == {}
+
+
+def test_modules__each_open_with_a_line_that_says_its_job() -> None:
+    silent = [
+        str(path.relative_to(ROOT))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "migrations" not in path.parts
+        and not (ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or "").strip()
+    ]
+
+    assert silent == []

@@ -1,0 +1,1 @@
+"""The management commands Django finds for this app: purge_idempotency_keys."""
