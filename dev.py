@@ -8,7 +8,8 @@
     python3 dev.py test --django 5.2    # the same on a Django release series, in .venv-django5.2
 
 Standard library only, so it runs on a fresh machine with Python 3.11+. It creates ``.venv``
-(or ``.venv-py3.X`` for ``--python``), installs ``-e ".[dev]"`` into it whenever
+(or ``.venv-py3.X`` for ``--python``), installs the project with every extra and the ``dev``
+dependency group (``-e ".[drf,...]" --group dev``) into it whenever
 ``pyproject.toml`` changed since the last install, then runs itself again with the virtualenv's
 Python to do the real work. A new virtualenv gets the newest Django that pip resolves for its
 Python (Django 6 needs Python 3.12 or newer); remove it to test a newer release.
@@ -41,6 +42,9 @@ STAMP_NAME = ".dev-py-pyproject.sha256"
 IN_VENV_MARKER = "DEV_PY_IN_VENV"  # the virtualenv the child must run in
 REPORT_ENV = "DEV_PY_REPORT"
 LEDGER_ENV = "DEV_PY_LEDGER"
+#: The ``[dependency-groups]`` group of development tools, and the pip that can install one.
+DEV_GROUP = "dev"
+PIP_WITH_GROUPS = "pip>=25.1"
 
 SQLITE_MARKS = "not postgres and not redis and not browser"
 FALLBACK_MARKS = "(redis or browser) and not postgres"
@@ -134,17 +138,26 @@ def ensure_venv(venv: Path, base_python: str, django: str | None = None) -> Path
     wanted = " ".join([pyproject_hash(), *pinned])
     installed = stamp.read_text().strip() if stamp.exists() else ""
     if installed != wanted:
-        what = " ".join(['-e ".[dev]"', *pinned])
+        project = f".[{','.join(extras())}]"
+        what = " ".join([f'-e "{project}"', "--group", DEV_GROUP, *pinned])
         print(f"dev.py: installing {what} into {name} (first run takes a minute)", flush=True)
-        result = subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "-e", ".[dev]", *pinned],
-            cwd=ROOT,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise SetupError("pip install failed; see the output above.")
+        for step in (
+            ["install", "--quiet", "--upgrade", PIP_WITH_GROUPS],
+            ["install", "--quiet", "-e", project, "--group", DEV_GROUP, *pinned],
+        ):
+            result = subprocess.run([str(python), "-m", "pip", *step], cwd=ROOT, check=False)
+            if result.returncode != 0:
+                raise SetupError("pip install failed; see the output above.")
         stamp.write_text(wanted + "\n")
     return python
+
+
+def extras() -> list[str]:
+    """Return every extra that pyproject.toml declares: the suite tests them all."""
+    import tomllib  # here: an old python3 must reach bootstrap()'s version message first
+
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        return sorted(tomllib.load(file)["project"]["optional-dependencies"])
 
 
 def bootstrap(command: str, args: list[str]) -> int:
