@@ -37,6 +37,7 @@ from django_idempotency.scopes import ANONYMOUS, resolve_anonymous
 from django_idempotency.signals import idempotency_failed_open, idempotency_replayed
 from django_idempotency.storage.base import (
     Claim,
+    Origin,
     OwnershipLost,
     Record,
     State,
@@ -94,11 +95,13 @@ def _begin(request: HttpRequest, policy: Policy) -> Execution | HttpResponse | N
         fingerprint = _bounded(policy.fingerprint(request), policy.storage.max_fingerprint_length)
     except RequestDataTooBig as exc:
         raise IdempotencyRequestTooLarge from exc
+    # For the operator who finds the record: what claimed it, in the storage's neutral terms.
+    origin = Origin(kind=method, name=request.path)
     deadline = time.monotonic() + policy.wait_timeout.total_seconds()
     while True:
         try:
             result = policy.storage.claim(
-                scope, key, fingerprint, lease=policy.lease, method=method, path=request.path
+                scope, key, fingerprint, lease=policy.lease, origin=origin
             )
         except StorageUnavailable as exc:
             if policy.fail_open:

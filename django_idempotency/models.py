@@ -16,6 +16,8 @@ from django_idempotency.keys import MAX_KEY_LENGTH
 #: Column widths, which ``DatabaseStorage`` reports to the engine.
 SCOPE_MAX_LENGTH = 255
 FINGERPRINT_MAX_LENGTH = 64
+#: The width of the ``method`` column, which keeps an ``Origin``'s kind.
+METHOD_MAX_LENGTH = 16
 
 #: A record as an operator saw it, (pk, token, state): what a fenced write checks it against.
 Seen = tuple[int, str, str]
@@ -122,7 +124,8 @@ class IdempotencyKey(models.Model):
     state = models.CharField(_("state"), max_length=16, choices=State.choices)
     fingerprint = models.CharField(_("request fingerprint"), max_length=FINGERPRINT_MAX_LENGTH)
     token = models.CharField(_("fencing token"), max_length=32)
-    method = models.CharField(_("method"), max_length=16)
+    # What claimed the key (``storage.Origin``): for a request, its method and path.
+    method = models.CharField(_("method"), max_length=METHOD_MAX_LENGTH)
     path = models.TextField(_("path"))
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)

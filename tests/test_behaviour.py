@@ -22,7 +22,7 @@ from django_idempotency.fingerprints import default_fingerprint
 from django_idempotency.models import IdempotencyKey
 from django_idempotency.scopes import default_scope
 from django_idempotency.signals import idempotency_failed_open
-from django_idempotency.storage import DatabaseStorage
+from django_idempotency.storage import DatabaseStorage, Origin
 from tests.factories import UserFactory
 from tests.leases import expire_now
 from tests.problems import is_problem
@@ -86,9 +86,22 @@ def claim_in_flight(
     """Claim the key as a concurrent original request of the client's would, without finishing."""
     request = RequestFactory().post(url, json.dumps(payload), content_type="application/json")
     result = DatabaseStorage().claim(
-        scope_of(client), key, default_fingerprint(request), lease=lease, method="POST", path=url
+        scope_of(client), key, default_fingerprint(request), lease=lease, origin=Origin("POST", url)
     )
     assert not hasattr(result, "state"), "the key was already taken"
+
+
+# What claimed a key
+
+
+@pytest.mark.parametrize("method", ["post", "patch"])
+def test_claim__records_the_requests_method_and_path(client: Client, url: str, method: str) -> None:
+    # The admin shows them: an operator sees which request claimed the key.
+    response = send(client, url, {"label": "pay"}, key="k", method=method, query="?page=2")
+
+    assert response.status_code == 201
+    record = IdempotencyKey.objects.get(key="k")
+    assert (record.method, record.path) == (method.upper(), url)
 
 
 # Safe methods

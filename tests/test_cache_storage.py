@@ -21,6 +21,7 @@ from django_idempotency.checks_cache import check_cache_storage
 from django_idempotency.storage import (
     CacheStorage,
     Claim,
+    Origin,
     Record,
     State,
     StorageUnavailable,
@@ -50,7 +51,7 @@ def key() -> str:
 
 
 def claim(storage: CacheStorage, key: str, lease: timedelta = LONG) -> Claim:
-    result = storage.claim("scope", key, "fp", lease=lease, method="POST", path="/orders")
+    result = storage.claim("scope", key, "fp", lease=lease, origin=Origin("POST", "/orders"))
     assert isinstance(result, Claim)
     return result
 
@@ -93,6 +94,49 @@ def test_claim__stores_one_key_with_lease_ttl_then_retention_ttl(
     storage.complete(owner, RESPONSE, ttl=timedelta(hours=2))
     assert client.keys("*") == [storage.record_key("scope", key).encode()]
     assert 7_100_000 < client.pttl(storage.record_key("scope", key)) <= 7_200_000
+
+
+@pytest.mark.redis
+def test_claim__keeps_the_origin_for_operators(storage: CacheStorage, key: str) -> None:
+    claim(storage, key)
+
+    fields = get_redis_connection("idempotency").hgetall(storage.record_key("scope", key))
+
+    assert (fields[b"origin_kind"], fields[b"origin_name"]) == (b"POST", b"/orders")
+
+
+@pytest.mark.redis
+def test_claim__replays_a_record_written_before_the_origin_fields(
+    storage: CacheStorage, key: str
+) -> None:
+    # A completed record as the previous version's scripts left it: the origin in ``method``
+    # and ``path`` fields. Nothing reads the origin, so it replays unchanged.
+    name = storage.record_key("scope", key)
+    client = get_redis_connection("idempotency")
+    client.hset(
+        name,
+        mapping={
+            "state": "completed",
+            "token": "t" * 32,
+            "fingerprint": "fp",
+            "scope": "scope",
+            "key": key,
+            "method": "POST",
+            "path": "/orders",
+            "status": 201,
+            "headers": '[["Content-Type", "application/json"]]',
+            "body": b'{"id": 7}',
+        },
+    )
+    client.pexpire(name, 60_000)
+
+    replay = storage.claim("scope", key, "fp", lease=LONG, origin=Origin("POST", "/orders"))
+
+    assert isinstance(replay, Record)
+    assert (replay.state, replay.fingerprint, replay.response) == (State.COMPLETED, "fp", RESPONSE)
+    stored = storage.get("scope", key)
+    assert stored is not None
+    assert stored.response == RESPONSE
 
 
 @pytest.mark.redis

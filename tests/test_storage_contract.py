@@ -12,6 +12,7 @@ from django_idempotency.storage import (
     CacheStorage,
     Claim,
     DatabaseStorage,
+    Origin,
     OwnershipLost,
     Record,
     State,
@@ -50,7 +51,9 @@ def key() -> str:
 
 
 def claim(storage: Storage, key: str, fingerprint: str = "fp-1", lease: timedelta = LONG) -> Claim:
-    result = storage.claim("scope-a", key, fingerprint, lease=lease, method="POST", path="/orders")
+    result = storage.claim(
+        "scope-a", key, fingerprint, lease=lease, origin=Origin("POST", "/orders")
+    )
     assert isinstance(result, Claim)
     return result
 
@@ -58,12 +61,22 @@ def claim(storage: Storage, key: str, fingerprint: str = "fp-1", lease: timedelt
 def test_claim__returns_claim_with_token_and_lease(storage: Storage, key: str) -> None:
     before = timezone.now()
 
-    result = storage.claim("scope-a", key, "fp-1", lease=LONG, method="POST", path="/orders")
+    result = storage.claim("scope-a", key, "fp-1", lease=LONG, origin=Origin("POST", "/orders"))
 
     assert isinstance(result, Claim)
     assert (result.scope, result.key, result.fingerprint) == ("scope-a", key, "fp-1")
     assert len(result.token) >= 16
     assert before + LONG <= result.expires_at <= timezone.now() + LONG
+
+
+def test_claim__is_never_refused_for_its_origin(storage: Storage, key: str) -> None:
+    # The origin is a label for operators: one longer than the store keeps is cut, not fatal.
+    origin = Origin(kind="K" * 300, name="/" + "p" * 10_000)
+
+    result = storage.claim("scope-a", key, "fp-1", lease=LONG, origin=origin)
+
+    assert isinstance(result, Claim)
+    assert storage.get("scope-a", key) is not None
 
 
 def test_claim__returns_live_record_to_second_caller(storage: Storage, key: str) -> None:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from django_idempotency.storage.base import (
     Claim,
+    Origin,
     OwnershipLost,
     Record,
     State,
@@ -23,6 +24,7 @@ __all__ = [
     "CacheStorage",
     "Claim",
     "DatabaseStorage",
+    "Origin",
     "OwnershipLost",
     "Record",
     "State",

@@ -28,6 +28,18 @@ class StoredResponse:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """What claimed a key, kept for operators and never interpreted by a storage.
+
+    For a request, ``kind`` is its HTTP method and ``name`` its path. A storage keeps both
+    as labels, shortened if it must, and never lets them decide or refuse a claim.
+    """
+
+    kind: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class Record:
     """One stored (scope, key) as a storage reports it."""
 
@@ -107,13 +119,13 @@ class Storage(abc.ABC):
         fingerprint: str,
         *,
         lease: timedelta,
-        method: str = "",
-        path: str = "",
+        origin: Origin = Origin(),
     ) -> Claim | Record:
         """Make the caller the owner of (scope, key), or return the live record that stops it.
 
         A record whose expiry has passed (a crashed owner's lease, or a response past its
-        retention) is taken over with a new token; a live record is returned untouched.
+        retention) is taken over with a new token, and ``origin`` is kept with the new claim;
+        a live record is returned untouched.
         """
 
     @abc.abstractmethod

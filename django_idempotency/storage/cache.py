@@ -15,6 +15,7 @@ from django.utils import timezone
 from django_idempotency.conf import idempotency_settings
 from django_idempotency.storage.base import (
     Claim,
+    Origin,
     OwnershipLost,
     Record,
     State,
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 #
 # HMGET answers false for a missing field, and a nil inside a Lua table would cut the
 # reply short, hence the ``or ''`` on the fields an in-flight record does not have.
+#
+# The origin (``origin_kind``, ``origin_name``) is written for operators and never read, so
+# records written before it replaced ``method`` and ``path`` read the same.
 
 _CLAIM = """
 local found = redis.call('HMGET', KEYS[1], 'state', 'fingerprint', 'token',
@@ -55,7 +59,7 @@ if found[1] then
           redis.call('PTTL', KEYS[1])}
 end
 redis.call('HSET', KEYS[1], 'state', 'in_flight', 'token', ARGV[1], 'fingerprint', ARGV[2],
-           'scope', ARGV[4], 'key', ARGV[5], 'method', ARGV[6], 'path', ARGV[7])
+           'scope', ARGV[4], 'key', ARGV[5], 'origin_kind', ARGV[6], 'origin_name', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {1}
 """
@@ -134,8 +138,7 @@ class CacheStorage(Storage):
         fingerprint: str,
         *,
         lease: timedelta,
-        method: str = "",
-        path: str = "",
+        origin: Origin = Origin(),
     ) -> Claim | Record:
         now = self.clock()
         token = new_token()
@@ -147,8 +150,8 @@ class CacheStorage(Storage):
             _milliseconds(lease),
             scope,
             key,
-            method,
-            path,
+            origin.kind,
+            origin.name,
         )
         if int(reply[0]) == 1:
             return Claim(scope, key, fingerprint, token, now + lease)

@@ -16,12 +16,14 @@ from django.utils import timezone
 from django_idempotency.clock import now_sql, to_datetime
 from django_idempotency.models import (
     FINGERPRINT_MAX_LENGTH,
+    METHOD_MAX_LENGTH,
     SCOPE_MAX_LENGTH,
     IdempotencyKey,
     records_database,
 )
 from django_idempotency.storage.base import (
     Claim,
+    Origin,
     OwnershipLost,
     Record,
     State,
@@ -72,8 +74,7 @@ class DatabaseStorage(Storage):
         fingerprint: str,
         *,
         lease: timedelta,
-        method: str = "",
-        path: str = "",
+        origin: Origin = Origin(),
     ) -> Claim | Record:
         connection = connections[self.using]
         sql = _statements(connection)
@@ -87,8 +88,10 @@ class DatabaseStorage(Storage):
                     State.IN_FLIGHT.value,
                     fingerprint,
                     claim.token,
-                    method,
-                    path,
+                    # The origin lands in the columns the admin shows; a label, so a kind
+                    # longer than its column is cut rather than fail the claim.
+                    origin.kind[:METHOD_MAX_LENGTH],
+                    origin.name,
                     _adapt_datetime(connection, now),
                     _adapt_datetime(connection, claim.expires_at),
                     _adapt_json(connection, []),
