@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from django_idempotency.models import IdempotencyKey
-from django_idempotency.storage import CacheStorage
+from django_idempotency.storage import CacheStorage, Origin
 from django_idempotency.storage.registry import configured_storage
 
 
@@ -20,6 +20,26 @@ def stored_records() -> list[tuple[str, str, str]]:
         scope, key, state = client.hmget(name, "scope", "key", "state")
         records.append((_text(scope), _text(key), _text(state)))
     return sorted(records)
+
+
+def stored_token(key: str) -> str:
+    """Return the owner's token of the one record of ``key`` the configured storage holds."""
+    storage = configured_storage()
+    if not isinstance(storage, CacheStorage):
+        return str(IdempotencyKey.objects.get(key=key).token)
+    (name,) = redis_record_names(storage, key)
+    return _text(storage._client().hget(name, "token"))
+
+
+def stored_origin(key: str) -> Origin:
+    """Return what claimed the one record of ``key`` the configured storage holds."""
+    storage = configured_storage()
+    if not isinstance(storage, CacheStorage):
+        record = IdempotencyKey.objects.get(key=key)
+        return Origin(record.method, record.path)
+    (name,) = redis_record_names(storage, key)
+    kind, origin_name = storage._client().hmget(name, "origin_kind", "origin_name")
+    return Origin(_text(kind), _text(origin_name))
 
 
 def _text(field: object) -> str:

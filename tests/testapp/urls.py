@@ -19,6 +19,7 @@ urlpatterns = [
     path("exempt/behave/", views.exempt_behave),
     path("form/behave/", views.form_behave),
     path("async/behave/", views.async_behave),
+    path("async/decorated/behave/", views.async_decorated_behave),
     path("drf/behave/", views.DRFBehaveView.as_view()),
     path("drf/required/", views.DRFRequiredView.as_view()),
     path("drf/wait/", views.DRFWaitView.as_view()),

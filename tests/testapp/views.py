@@ -130,6 +130,16 @@ async def async_behave(request: HttpRequest) -> HttpResponse:
     return await sync_to_async(behave)(payload, _label(request, payload))
 
 
+@csrf_exempt
+@idempotent(required=True, methods=["POST", "PATCH", "DELETE"])
+async def async_decorated_behave(request: HttpRequest) -> HttpResponse:
+    """``decorated_behave``, as a coroutine: the middleware's async path with per-view options."""
+    from asgiref.sync import sync_to_async
+
+    payload = _payload(request)
+    return await sync_to_async(behave)(payload, _label(request, payload))
+
+
 class DRFBehaveView(IdempotencyMixin, APIView):
     idempotency_methods = ["POST", "PATCH", "DELETE"]
 
