@@ -257,6 +257,9 @@ def test_missing_key__runs_normally_when_optional(client: Caller, settings: Any)
         'a,"b"',
     ],
 )
+# A malformed key is refused before any storage is asked, so the storage axis would only
+# repeat these 17 cases; stored_records() still shows the database kept nothing.
+@DATABASE_STORAGE_ONLY
 def test_malformed_key__is_400_and_stores_nothing(client: Caller, url: str, raw: str) -> None:
     response = send(client, url, key=raw)
 
@@ -369,6 +372,7 @@ def test_in_flight__wait_mode_gives_up_with_409_after_the_wait(
     response = send(client, url, {}, key="busy")
 
     assert response.status_code == 409
+    assert is_problem(response, "idempotency_key_in_progress")
     assert executions() == 0
 
 
@@ -434,14 +438,19 @@ def test_fingerprint__multipart_body_read_by_the_csrf_check_still_counts() -> No
     assert first.status_code == 201
     assert retry["Idempotent-Replayed"] == "true"
     assert other_file.status_code == 422
+    assert is_problem(other_file, "idempotency_key_mismatch")
 
 
 def test_fingerprint__custom_function_may_return_any_length(client: Caller, settings: Any) -> None:
     settings.IDEMPOTENCY_FINGERPRINT = lambda request: "f" * 500 + request.body.decode()
     send(client, "/plain/behave/", {"label": "a"}, key="k")
 
-    assert send(client, "/plain/behave/", {"label": "a"}, key="k")["Idempotent-Replayed"]
-    assert send(client, "/plain/behave/", {"label": "b"}, key="k").status_code == 422
+    replay = send(client, "/plain/behave/", {"label": "a"}, key="k")
+    other = send(client, "/plain/behave/", {"label": "b"}, key="k")
+
+    assert replay["Idempotent-Replayed"] == "true"
+    assert other.status_code == 422
+    assert is_problem(other, "idempotency_key_mismatch")
 
 
 def test_mismatch__different_path_is_422(client: Caller, settings: Any) -> None:
@@ -451,6 +460,7 @@ def test_mismatch__different_path_is_422(client: Caller, settings: Any) -> None:
     response = send(client, "/decorated/behave/", {}, key="k")
 
     assert response.status_code == 422
+    assert is_problem(response, "idempotency_key_mismatch")
     assert executions() == 1
 
 
@@ -458,13 +468,19 @@ def test_mismatch__status_is_configurable(client: Caller, url: str, settings: An
     settings.IDEMPOTENCY_MISMATCH_STATUS = 409
     send(client, url, {"label": "a"}, key="k")
 
-    assert send(client, url, {"label": "b"}, key="k").status_code == 409
+    response = send(client, url, {"label": "b"}, key="k")
+
+    assert response.status_code == 409
+    assert is_problem(response, "idempotency_key_mismatch")
 
 
 def test_mismatch__against_an_in_flight_key_is_422(client: Caller, url: str) -> None:
     claim_in_flight(client, url, {"label": "a"}, "k", lease=timedelta(seconds=60))
 
-    assert send(client, url, {"label": "b"}, key="k").status_code == 422
+    response = send(client, url, {"label": "b"}, key="k")
+
+    assert response.status_code == 422
+    assert is_problem(response, "idempotency_key_mismatch")
 
 
 # Lease expiry
@@ -595,6 +611,7 @@ def test_store_unavailable_at_completion__rolls_the_view_back_with_503(
 
     assert response.status_code == 503
     assert response["Retry-After"] == "1"
+    assert is_problem(response, "idempotency_store_unavailable")
     assert executions() == 0  # the view's writes rolled back with the transaction
     assert stored_records() == []  # and the claim was released
 
@@ -738,6 +755,7 @@ def test_scope__same_key_from_two_users_runs_twice(
     assert "Idempotent-Replayed" not in for_bob
     assert for_bob.json()["executions"] == 2
     assert mismatch_for_bob.status_code == 422  # against bob's own record only
+    assert is_problem(mismatch_for_bob, "idempotency_key_mismatch")
     assert executions("pay") == 2
 
 
