@@ -78,6 +78,13 @@ SYNC_ONLY = pytest.mark.parametrize(
 )
 
 
+def through(name: str) -> pytest.MarkDecorator:
+    """Run a test through one entry point only, on each of its paths: the view it needs."""
+    return pytest.mark.parametrize(
+        "entry_point", [e for e in ENTRY_POINTS if e.name == name], indirect=True, ids=str
+    )
+
+
 @pytest.fixture(autouse=True)
 def storage(storage_backend: str) -> str:
     """The storage of the test: "database" or "cache" (the ``storage_backend`` fixture)."""
@@ -207,10 +214,13 @@ def test_safe_method__ignores_key_and_never_requires_it(
     assert stored_records() == []
 
 
-def test_safe_method__is_never_covered_even_when_listed(client: Caller, settings: Any) -> None:
+@through("middleware")  # its plain views take their methods from the settings
+def test_safe_method__is_never_covered_even_when_listed(
+    client: Caller, url: str, settings: Any
+) -> None:
     settings.IDEMPOTENCY_METHODS = ["GET", "POST"]
 
-    send(client, "/plain/behave/", key="k", method="get")
+    send(client, url, key="k", method="get")
 
     assert stored_records() == []
 
@@ -226,11 +236,12 @@ def test_missing_key__is_400_when_required(client: Caller, url: str) -> None:
     assert executions() == 0
 
 
-def test_missing_key__runs_normally_when_optional(client: Caller, settings: Any) -> None:
+@through("middleware")  # the other views require a key in their own options
+def test_missing_key__runs_normally_when_optional(client: Caller, url: str, settings: Any) -> None:
     settings.IDEMPOTENCY_REQUIRED = False
 
-    assert send(client, "/plain/behave/", {"label": "x"}).status_code == 201
-    assert send(client, "/plain/behave/", {"label": "x"}).status_code == 201
+    assert send(client, url, {"label": "x"}).status_code == 201
+    assert send(client, url, {"label": "x"}).status_code == 201
     assert executions("x") == 2
 
 
@@ -361,12 +372,12 @@ def test_in_flight__is_409_with_retry_after(client: Caller, url: str) -> None:
     assert executions() == 0
 
 
+@through("middleware")  # its plain views take the conflict mode from the settings
 def test_in_flight__wait_mode_gives_up_with_409_after_the_wait(
-    client: Caller, settings: Any
+    client: Caller, url: str, settings: Any
 ) -> None:
     settings.IDEMPOTENCY_WAIT_TIMEOUT = timedelta(milliseconds=200)
     settings.IDEMPOTENCY_ON_CONFLICT = "wait"
-    url = "/plain/behave/"
     claim_in_flight(client, url, {}, "busy", lease=timedelta(seconds=60))
 
     response = send(client, url, {}, key="busy")
@@ -845,16 +856,16 @@ def test_drf_view_without_mixin__is_left_alone_by_the_middleware(client: Caller)
     assert stored_records() == []
 
 
-def test_decorator__methods_option_covers_delete(client: Caller) -> None:
-    first = send(client, "/decorated/behave/", {"status": 200}, key="d", method="delete")
-    retry = send(client, "/decorated/behave/", {"status": 200}, key="d", method="delete")
+@through("decorator")
+def test_decorator__methods_option_covers_delete(client: Caller, url: str) -> None:
+    first = send(client, url, {"status": 200}, key="d", method="delete")
+    retry = send(client, url, {"status": 200}, key="d", method="delete")
 
     assert retry["Idempotent-Replayed"] == "true"
     assert first.content == retry.content
 
 
-def test_default_methods__leave_put_and_delete_alone(client: Caller, settings: Any) -> None:
-    settings.IDEMPOTENCY_REQUIRED = True
-
-    assert send(client, "/plain/behave/", {}, method="put").status_code == 201
-    assert send(client, "/plain/behave/", {}, method="delete").status_code == 201
+@through("middleware")  # its plain views take their methods from the settings
+def test_default_methods__leave_put_and_delete_alone(client: Caller, url: str) -> None:
+    assert send(client, url, {}, method="put").status_code == 201
+    assert send(client, url, {}, method="delete").status_code == 201
