@@ -19,7 +19,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.contrib.auth import SESSION_KEY, get_user_model
 from django.db import OperationalError, connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -37,6 +36,7 @@ from tests.leases import expire_now
 from tests.problems import is_problem
 from tests.records import stored_origin, stored_records, stored_token
 from tests.redis_servers import caches_with, free_port, redis_cache_config
+from tests.request_threads import request_thread
 from tests.testapp.models import Execution
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -143,13 +143,8 @@ def send(
         return getattr(client, method)(url + query, **arguments)
 
     async def send_async() -> Any:
-        # As the ASGI handler does: the request's sync code runs in a thread of its own, with
-        # its own database connection, closed when the request ends.
-        async with ThreadSensitiveContext():
-            try:
-                return await getattr(client, method)(url + query, **arguments)
-            finally:
-                await sync_to_async(connections.close_all)()
+        async with request_thread():
+            return await getattr(client, method)(url + query, **arguments)
 
     return asyncio.run(send_async())
 
