@@ -16,11 +16,10 @@ import uuid
 from typing import Any
 
 import pytest
-from asgiref.sync import ThreadSensitiveContext, sync_to_async
-from django.db import connections
 from django.test import AsyncClient, Client
 from django_redis import get_redis_connection  # type: ignore[import-untyped]
 
+from tests.request_threads import request_thread
 from tests.testapp.models import Execution
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
@@ -56,14 +55,10 @@ def send(url: str, payload: dict[str, Any], key: str, authorization: str) -> Any
         return client.post(url, body, content_type="application/json", headers=headers)
 
     async def send_async() -> Any:
-        # As under ASGI: sync code runs in a thread of its own, with its own connection.
-        async with ThreadSensitiveContext():
-            try:
-                return await AsyncClient(raise_request_exception=False).post(
-                    url, body, content_type="application/json", headers=headers
-                )
-            finally:
-                await sync_to_async(connections.close_all)()
+        async with request_thread():
+            return await AsyncClient(raise_request_exception=False).post(
+                url, body, content_type="application/json", headers=headers
+            )
 
     return asyncio.run(send_async())
 

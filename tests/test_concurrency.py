@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from asgiref.sync import ThreadSensitiveContext, sync_to_async
-from django.db import connection, connections
+from django.db import connection
 from django.http.response import HttpResponseBase
 from django.test import AsyncClient, Client
 
 from django_idempotency.exceptions import IdempotencyKeyInProgress
+from tests.request_threads import request_thread
 from tests.testapp import views
 from tests.testapp.models import Execution, Order
 
@@ -237,18 +237,13 @@ def test_middleware_async__gathered_duplicates_run_the_view_once(storage_backend
     body = json.dumps({"label": label, "hold": hold.name})
 
     async def send() -> Answer:
-        # Django's ASGIHandler gives each request its own thread for sync code (and so its
-        # own database connection); AsyncClient does not, so do what the server does.
-        async with ThreadSensitiveContext():
-            try:
-                response = await AsyncClient().post(
-                    "/async/behave/",
-                    data=body,
-                    content_type="application/json",
-                    headers={"Idempotency-Key": key, "Authorization": CALLER},
-                )
-            finally:
-                await sync_to_async(connections.close_all)()
+        async with request_thread():
+            response = await AsyncClient().post(
+                "/async/behave/",
+                data=body,
+                content_type="application/json",
+                headers={"Idempotency-Key": key, "Authorization": CALLER},
+            )
         return hold.answered(Answer.of(response))
 
     async def send_all() -> list[Answer]:
