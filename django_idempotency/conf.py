@@ -6,8 +6,16 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
-from django_idempotency.options import OPTIONS, SETTING_DEFAULTS, setting_name, setting_problem
+from django_idempotency.options import (
+    OPTIONS,
+    SETTING_DEFAULTS,
+    SETTING_PREFIX,
+    setting_name,
+    setting_problem,
+)
 
 
 class IdempotencySettings:
@@ -39,9 +47,25 @@ class IdempotencySettings:
             raise ImproperlyConfigured(f"{problem}.")
         return value
 
+    def __init__(self) -> None:
+        self._values: dict[str, Any] = {}
+
     def value(self, option: str) -> Any:
-        """Return the setting of ``option`` converted as the policy holds it."""
-        return OPTIONS[option].convert(self.raw(option))
+        """Return the setting of ``option`` converted as the policy holds it.
+
+        Kept once read, until a setting changes (``setting_changed``): requests read some
+        settings directly (the header, the cache alias), and a bad value is never kept, so
+        it is refused on every read.
+        """
+        try:
+            return self._values[option]
+        except KeyError:
+            value = self._values[option] = OPTIONS[option].convert(self.raw(option))
+            return value
+
+    def forget(self) -> None:
+        """Read every setting afresh from now on."""
+        self._values.clear()
 
     def __getattr__(self, name: str) -> Any:
         # idempotency_settings.LEASE: the setting IDEMPOTENCY_LEASE, converted.
@@ -52,3 +76,10 @@ class IdempotencySettings:
 
 
 idempotency_settings = IdempotencySettings()
+
+
+@receiver(setting_changed)
+def _forget_settings(*, setting: str, **kwargs: Any) -> None:
+    # DATABASES: IDEMPOTENCY_DATABASE is valid only as one of its aliases.
+    if setting.startswith(SETTING_PREFIX) or setting in {"CACHES", "DATABASES"}:
+        idempotency_settings.forget()

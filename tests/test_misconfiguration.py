@@ -90,6 +90,18 @@ def test_the_table__an_unset_setting_reads_as_its_default_converted() -> None:
     assert timedelta(seconds=60) == idempotency_settings.LEASE
 
 
+def test_settings__a_setting_read_once_follows_a_change(settings: Any) -> None:
+    assert idempotency_settings.HEADER == "Idempotency-Key"
+
+    settings.IDEMPOTENCY_HEADER = "X-Request-Key"
+    assert idempotency_settings.HEADER == "X-Request-Key"
+
+    settings.IDEMPOTENCY_HEADER = ""
+    for _ in range(2):  # a bad value is refused on every read, never kept
+        with pytest.raises(ImproperlyConfigured, match="IDEMPOTENCY_HEADER is ''"):
+            idempotency_settings.HEADER  # noqa: B018
+
+
 def test_the_table__gives_the_checks_and_the_views_their_validators() -> None:
     for name, option in options.OPTIONS.items():
         assert options.SETTING_VALIDATORS[f"IDEMPOTENCY_{name.upper()}"] == option.setting
