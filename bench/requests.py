@@ -28,6 +28,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from bench.output import write_json
@@ -137,6 +138,14 @@ def main(argv: list[str] | None = None) -> int:
         help="after timing, profile N more requests per variant and print where their time "
         "went, by package (cProfile's own time; it slows every call, so read the shares)",
     )
+    parser.add_argument(
+        "--profile-functions",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --profile, also print each variant's K costliest functions of this package "
+        "(own time per request)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-output", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -191,6 +200,8 @@ def run_parent(args: argparse.Namespace) -> int:
                 str(args.seed),
                 "--profile",
                 str(args.profile),
+                "--profile-functions",
+                str(args.profile_functions),
             ]
             if args.no_redis:
                 command.append("--no-redis")
@@ -415,7 +426,11 @@ def run_child(args: argparse.Namespace) -> int:
         row["ratio_p99"] = row["p99_ms"] / base["p99_ms"]
         row["queries"] = queries[v.name]
     gc.unfreeze()
-    profile = {v.label: _profile(call, v, args.profile) for v in variants} if args.profile else {}
+    profile = (
+        {v.label: _profile(call, v, args.profile, args.profile_functions) for v in variants}
+        if args.profile
+        else {}
+    )
     if any(v.needs_redis for v in variants):
         _delete_redis_keys()
     result = {"server": _server_description(), "variants": rows, "notes": notes}
@@ -444,8 +459,13 @@ PROFILE_GROUPS = (
 )
 
 
-def _profile(call: Callable[[Variant], int], variant: Variant, requests: int) -> dict[str, float]:
-    """Profile ``requests`` requests of ``variant``; return own time per request (ms) by group."""
+def _profile(
+    call: Callable[[Variant], int], variant: Variant, requests: int, functions: int = 0
+) -> dict[str, float]:
+    """Profile ``requests`` requests of ``variant``; return own time per request (ms) by group.
+
+    With ``functions``, also print (to stderr) the costliest functions of this package.
+    """
     import cProfile
     import pstats
 
@@ -460,6 +480,18 @@ def _profile(call: Callable[[Variant], int], variant: Variant, requests: int) ->
         where = f"{filename}:{function}"
         group = next((name for name, part in PROFILE_GROUPS if part in where), "other")
         split[group] = split.get(group, 0.0) + own * 1e3 / requests
+    if functions:
+        ours = sorted(
+            (
+                (own * 1e6 / requests, f"{Path(filename).name}:{line} {function}")
+                for (filename, line, function), (_cc, _nc, own, _cum, _callers) in stats.items()
+                if "/django_idempotency/" in filename
+            ),
+            reverse=True,
+        )[:functions]
+        print(f"  {variant.label}: own µs per request", file=sys.stderr)
+        for micros, where in ours:
+            print(f"    {micros:7.1f}  {where}", file=sys.stderr)
     return split
 
 

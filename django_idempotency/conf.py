@@ -66,12 +66,17 @@ class IdempotencySettings:
     def forget(self) -> None:
         """Read every setting afresh from now on."""
         self._values.clear()
+        for name in [name for name in vars(self) if name.isupper()]:
+            delattr(self, name)
 
     def __getattr__(self, name: str) -> Any:
-        # idempotency_settings.LEASE: the setting IDEMPOTENCY_LEASE, converted.
+        # idempotency_settings.LEASE: the setting IDEMPOTENCY_LEASE, converted. Kept as an
+        # instance attribute, so the next read finds it without coming here (see forget()).
         option = name.lower()
         if name.isupper() and option in OPTIONS:
-            return self.value(option)
+            value = self.value(option)
+            setattr(self, name, value)
+            return value
         raise AttributeError(f"{name!r} is not an IDEMPOTENCY_* setting")
 
 
