@@ -34,7 +34,10 @@ _DJANGO_REDIS_BACKEND = "django_redis.cache.RedisCache"
 
 def is_cache_storage_selected() -> bool:
     """Return whether ``IDEMPOTENCY_STORAGE`` names ``CacheStorage`` or a subclass."""
-    path = idempotency_settings.STORAGE
+    try:
+        path = idempotency_settings.STORAGE
+    except ImproperlyConfigured:
+        return False  # a bad IDEMPOTENCY_STORAGE is E001's to report
     if path in _CACHE_STORAGE_PATHS:
         return True
     try:

@@ -1,0 +1,131 @@
+"""Configuration at its edges: what the checks leave to each other, quiet commands, odd stores.
+
+Through the system checks, ``@idempotent`` where a view is decorated, the purge command at
+verbosity 0, ``CacheStorage`` on a sharded django-redis client, and the database clock of the
+backends the suite has no server for (MySQL/MariaDB, Oracle).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from io import StringIO
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from django.core.checks import run_checks
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.http import HttpRequest, HttpResponse
+from django.test import override_settings
+
+from django_idempotency.clock import now_sql, to_datetime
+from django_idempotency.decorators import idempotent
+from django_idempotency.storage import CacheStorage
+from tests.factories import IdempotencyKeyFactory
+from tests.redis_servers import caches_with, free_port, redis_cache_config
+from tests.settings import MIDDLEWARE
+
+# run_checks() reads the database on Django 6.1 (see tests/test_checks.py).
+pytestmark = pytest.mark.django_db
+
+
+def ids(**settings: Any) -> list[str]:
+    with override_settings(**settings):
+        return [m.id for m in run_checks() if m.id and m.id.startswith("django_idempotency")]
+
+
+# System checks: each problem reported once, by the check that owns it
+
+
+def test_storage_that_is_not_a_path__is_e001_only() -> None:
+    found = ids(IDEMPOTENCY_STORAGE=123)
+
+    assert "django_idempotency.E001" in found
+    assert "django_idempotency.E002" not in found
+
+
+def test_duration_given_as_a_bool__is_e001() -> None:
+    assert "django_idempotency.E001" in ids(IDEMPOTENCY_TTL=True)
+
+
+def test_required_everywhere__no_w001_without_the_middleware() -> None:
+    without = [m for m in MIDDLEWARE if not m.startswith("django_idempotency")]
+
+    assert "django_idempotency.W001" not in ids(IDEMPOTENCY_REQUIRED=True, MIDDLEWARE=without)
+
+
+def test_required_everywhere__bad_methods_are_e001_not_w001() -> None:
+    found = ids(IDEMPOTENCY_REQUIRED=True, IDEMPOTENCY_METHODS="POST")
+
+    assert "django_idempotency.E001" in found
+    assert "django_idempotency.W001" not in found
+
+
+# Per-view options, where the view is decorated
+
+
+def test_decorator__unknown_option_far_from_any_name_points_to_the_docs() -> None:
+    def view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse()
+
+    with pytest.raises(ImproperlyConfigured, match=r"see docs/settings\.md"):
+        idempotent(zzzzzz=1)(view)
+
+
+# The purge command, quiet
+
+
+def test_purge__verbosity_0_prints_nothing(settings: Any) -> None:
+    IdempotencyKeyFactory.create(expired=True)
+    out = StringIO()
+
+    call_command("purge_idempotency_keys", "--dry-run", verbosity=0, stdout=out)
+    settings.IDEMPOTENCY_STORAGE = "django_idempotency.storage.CacheStorage"
+    call_command("purge_idempotency_keys", verbosity=0, stdout=out)
+
+    assert out.getvalue() == ""
+
+
+# CacheStorage on a client it cannot use
+
+
+def test_cache_storage__sharded_client_is_refused_at_first_use() -> None:
+    # Building the sharded client opens no connection: no Redis server is needed.
+    config = redis_cache_config(free_port(), CLIENT_CLASS="django_redis.client.ShardClient")
+
+    with (
+        override_settings(CACHES=caches_with(config)),
+        pytest.raises(ImproperlyConfigured, match="sharded clients are not supported"),
+    ):
+        CacheStorage("idempotency").get("scope", "k")
+
+
+# The database clock of other backends
+
+
+@pytest.mark.parametrize(
+    ("vendor", "use_tz", "expected"),
+    [
+        ("mysql", True, "UTC_TIMESTAMP(6)"),
+        ("mysql", False, None),
+        ("oracle", True, "SYS_EXTRACT_UTC(SYSTIMESTAMP)"),
+        ("oracle", False, None),
+        ("sqlite", True, None),
+    ],
+)
+def test_clock__server_time_where_the_backend_can_tell_it(
+    settings: Any, vendor: str, use_tz: bool, expected: str | None
+) -> None:
+    settings.USE_TZ = use_tz
+
+    assert now_sql(SimpleNamespace(vendor=vendor)) == expected  # type: ignore[arg-type]
+
+
+def test_clock__naive_utc_from_mysql_reads_as_aware() -> None:
+    assert to_datetime(datetime(2026, 1, 2, 3, 4, 5)) == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def test_clock__anything_but_a_datetime_is_refused() -> None:
+    with pytest.raises(TypeError, match="expected a datetime"):
+        to_datetime(1767322800)
