@@ -3,6 +3,8 @@
 The claim succeeded; then opening the shared transaction, releasing the key, or storing the
 unknown outcome of a view that raised fails as a server going away would. The request still
 gets an answer, nothing runs twice, and a key that could not be released waits out its lease.
+Through the storage interface: a failing query raises ``StorageUnavailable``, a take-over
+loses to a request that took the key first, and what a storage of one's own inherits.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from django.db import OperationalError, connection
 from django.http import HttpRequest, HttpResponse
 from django.test import Client
 from django.urls import path
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -27,8 +30,16 @@ from django_idempotency import storage as storage_module
 from django_idempotency.decorators import idempotent
 from django_idempotency.mixins import IdempotencyMixin
 from django_idempotency.models import IdempotencyKey
-from django_idempotency.storage import Claim, DatabaseStorage, StorageUnavailable
+from django_idempotency.storage import (
+    Claim,
+    DatabaseStorage,
+    Record,
+    Storage,
+    StorageUnavailable,
+    StoredResponse,
+)
 from tests.factories import UserFactory
+from tests.leases import expire_now
 from tests.problems import is_problem
 from tests.testapp.models import Execution
 from tests.testapp.views import behave
@@ -177,3 +188,54 @@ def test_storage_interface__a_failing_query_raises_storage_unavailable(
 def test_storage_module__names_no_other_storage() -> None:
     with pytest.raises(AttributeError, match="RedisStorage"):
         storage_module.RedisStorage  # noqa: B018
+
+
+@pytest.mark.django_db(transaction=True)
+def test_take_over__loses_to_a_request_that_took_the_key_first() -> None:
+    # Between reading the dead record and taking it over, another request takes it: the
+    # take-over changes nothing, and the claim reports the other request's live record.
+    storage = DatabaseStorage()
+    assert isinstance(storage.claim("scope", "k", "fp", lease=timedelta(minutes=1)), Claim)
+    expire_now("k", storage=storage)
+    raced: list[str] = []
+
+    def another_request_first(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if not raced and sql.startswith("UPDATE") and TABLE in sql:
+            raced.append(sql)
+            IdempotencyKey.objects.filter(key="k").update(
+                token="t" * 32, expires_at=timezone.now() + timedelta(minutes=1)
+            )
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(another_request_first):
+        result = storage.claim("scope", "k", "fp", lease=timedelta(minutes=1))
+
+    assert raced, "no take-over was attempted; the test proves nothing"
+    assert isinstance(result, Record)
+    assert result.token == "t" * 32
+
+
+@pytest.mark.django_db(transaction=True)
+def test_storage_interface__defaults_of_a_storage_that_keeps_no_transaction() -> None:
+    # What a third-party storage inherits when it implements only the four operations.
+    class MemoryStorage(Storage):
+        def claim(self, scope: str, key: str, fingerprint: str, **options: Any) -> Claim:
+            return Claim(scope, key, fingerprint, "token", timezone.now())
+
+        def complete(self, claim: Claim, response: StoredResponse, **options: Any) -> None:
+            return None
+
+        def release(self, claim: Claim) -> bool:
+            return True
+
+        def get(self, scope: str, key: str) -> Record | None:
+            return None
+
+    storage = MemoryStorage()
+    claim = storage.claim("scope", "k", "fp", lease=timedelta(minutes=1))
+
+    assert storage.using is None
+    assert storage.is_rollback_marked() is False
+    with storage.atomic():
+        pass
+    assert claim.store_now() is None  # the claim did not read the store's clock
