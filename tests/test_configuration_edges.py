@@ -17,14 +17,20 @@ from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.http import HttpRequest, HttpResponse
-from django.test import override_settings
+from django.test import Client, override_settings
+from django.urls import path
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from django_idempotency.clock import now_sql, to_datetime
 from django_idempotency.decorators import idempotent
+from django_idempotency.mixins import IdempotencyMixin
 from django_idempotency.storage import CacheStorage
 from tests.factories import IdempotencyKeyFactory
 from tests.redis_servers import caches_with, free_port, redis_cache_config
 from tests.settings import MIDDLEWARE
+from tests.testapp.models import Execution
+from tests.testapp.views import behave
 
 # run_checks() reads the database on Django 6.1 (see tests/test_checks.py).
 pytestmark = pytest.mark.django_db
@@ -101,6 +107,11 @@ def test_cache_storage__sharded_client_is_refused_at_first_use() -> None:
         CacheStorage("idempotency").get("scope", "k")
 
 
+def test_cache_storage__alias_missing_from_caches_names_the_setting() -> None:
+    with pytest.raises(ImproperlyConfigured, match="IDEMPOTENCY_CACHE_ALIAS names the cache"):
+        CacheStorage("nowhere").get("scope", "k")
+
+
 # The database clock of other backends
 
 
@@ -129,3 +140,59 @@ def test_clock__naive_utc_from_mysql_reads_as_aware() -> None:
 def test_clock__anything_but_a_datetime_is_refused() -> None:
     with pytest.raises(TypeError, match="expected a datetime"):
         to_datetime(1767322800)
+
+
+def test_clock__text_from_sqlite_reads_as_aware() -> None:
+    assert to_datetime("2026-01-02 03:04:05.5") == datetime(2026, 1, 2, 3, 4, 5, 500000, tzinfo=UTC)
+
+
+# A hook that returns a bad value at request time: the layer fails closed
+
+
+class BadMethodsHookView(IdempotencyMixin, APIView):
+    def get_idempotency_methods(self) -> Any:
+        return "POST"  # a string, not a list
+
+    def get(self, request: Request) -> HttpResponse:
+        return HttpResponse("page")
+
+    def post(self, request: Request) -> HttpResponse:
+        return behave({}, "bad-methods")
+
+
+class BadRequiredHookView(IdempotencyMixin, APIView):
+    def get_idempotency_required(self) -> Any:
+        return "yes"
+
+    def get(self, request: Request) -> HttpResponse:
+        return HttpResponse("page")
+
+    def post(self, request: Request) -> HttpResponse:
+        return behave({}, "bad-required")
+
+
+urlpatterns = [
+    path("bad-methods/", BadMethodsHookView.as_view()),
+    path("bad-required/", BadRequiredHookView.as_view()),
+]
+
+
+@pytest.mark.urls(__name__)
+@pytest.mark.parametrize(
+    ("url", "method", "headers", "message"),
+    [
+        # Which methods were meant is unknown: a keyed PUT counts as covered.
+        ("/bad-methods/", "put", {"Idempotency-Key": "k"}, "methods='POST'"),
+        # Whether keys are required is unknown: an unkeyed POST counts as keyed.
+        ("/bad-required/", "post", {}, "required='yes'"),
+    ],
+)
+def test_hook_returning_a_bad_value__refuses_unsafe_requests_and_serves_safe_ones(
+    url: str, method: str, headers: dict[str, str], message: str
+) -> None:
+    client = Client()
+
+    with pytest.raises(ImproperlyConfigured, match=message):
+        getattr(client, method)(url, "{}", "application/json", headers=headers)
+    assert client.get(url).content == b"page"
+    assert not Execution.objects.exists()

@@ -125,7 +125,7 @@ class CacheStorage(Storage):
         # The length prefix keeps ("a", "bc") and ("ab", "c") apart; the braces are the
         # Redis Cluster hash tag shared by every key of one record.
         digest = hashlib.sha256(f"{len(scope)}:{scope}{key}".encode()).hexdigest()
-        prefix = caches[self.alias].key_prefix
+        prefix = self._cache().key_prefix
         return f"{prefix}:idempotency:{{{digest}}}" if prefix else f"idempotency:{{{digest}}}"
 
     def claim(
@@ -182,15 +182,20 @@ class CacheStorage(Storage):
         reply = self._run("get", self.record_key(scope, key))
         return _to_record(scope, key, reply, now) if reply else None
 
-    def _client(self) -> Redis:
-        """Return the raw redis-py client behind the alias, which never swallows errors."""
+    def _cache(self) -> Any:
+        """Return the cache the alias names; ImproperlyConfigured when CACHES lacks it."""
         alias = self.alias
         try:
-            cache = caches[alias]
+            return caches[alias]
         except InvalidCacheBackendError as exc:
             raise ImproperlyConfigured(
                 f"IDEMPOTENCY_CACHE_ALIAS names the cache {alias!r}, which CACHES does not define."
             ) from exc
+
+    def _client(self) -> Redis:
+        """Return the raw redis-py client behind the alias, which never swallows errors."""
+        alias = self.alias
+        cache = self._cache()
         if not isinstance(cache, RedisCache):
             raise ImproperlyConfigured(
                 f"CacheStorage needs a django-redis cache, but the cache {alias!r} is "
