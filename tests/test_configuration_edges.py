@@ -1,12 +1,14 @@
 """Configuration at its edges: what the checks leave to each other, quiet commands, odd stores.
 
-Through the system checks, ``@idempotent`` where a view is decorated, the purge command at
-verbosity 0, ``CacheStorage`` on a sharded django-redis client, and the database clock of the
-backends the suite has no server for (MySQL/MariaDB, Oracle).
+Through the system checks (with and without the ``redis`` extra), ``@idempotent`` where a view
+is decorated, a mixin hook that returns a bad value at request time, the purge command at
+verbosity 0, ``CacheStorage`` on a missing alias or a sharded django-redis client, and the
+database clock of the backends the suite has no server for (MySQL/MariaDB, Oracle).
 """
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from io import StringIO
 from types import SimpleNamespace
@@ -110,6 +112,36 @@ def test_cache_storage__sharded_client_is_refused_at_first_use() -> None:
 def test_cache_storage__alias_missing_from_caches_names_the_setting() -> None:
     with pytest.raises(ImproperlyConfigured, match="IDEMPOTENCY_CACHE_ALIAS names the cache"):
         CacheStorage("nowhere").get("scope", "k")
+
+
+# Without the redis extra
+
+
+@pytest.fixture
+def without_django_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make django-redis unimportable, as in an install without the ``redis`` extra."""
+    for name in ("django_redis", "django_redis.cache"):
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "django_idempotency.storage.cache")
+
+
+def cache_check_ids(**settings: Any) -> list[str]:
+    with override_settings(**settings):
+        return [m.id for m in run_checks(tags=["caches"]) if m.id]
+
+
+@pytest.mark.usefixtures("without_django_redis")
+def test_cache_checks__without_the_redis_extra() -> None:
+    # Django's own Redis cache, which is not django-redis.
+    caches = caches_with({"BACKEND": "django.core.cache.backends.redis.RedisCache"})
+
+    # DatabaseStorage: the cache checks have nothing to say.
+    assert cache_check_ids(CACHES=caches) == []
+    assert cache_check_ids(
+        IDEMPOTENCY_STORAGE="django_idempotency.storage.CacheStorage",
+        IDEMPOTENCY_CACHE_ALIAS="idempotency",
+        CACHES=caches,
+    ) == ["django_idempotency.E103"]
 
 
 # The database clock of other backends

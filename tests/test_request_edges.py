@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponse
 from django.test import Client
@@ -27,6 +28,7 @@ from rest_framework.views import APIView
 from django_idempotency.decorators import idempotent
 from django_idempotency.mixins import IdempotencyMixin
 from django_idempotency.models import IdempotencyKey
+from django_idempotency.storage import DatabaseStorage
 from tests.factories import UserFactory
 from tests.problems import is_problem
 from tests.testapp.models import Execution
@@ -81,6 +83,12 @@ def own_storage(request: HttpRequest) -> HttpResponse:
     return behave(_payload(request), "own-storage")
 
 
+@csrf_exempt
+@idempotent(required=True, storage=DatabaseStorage())
+def own_storage_instance(request: HttpRequest) -> HttpResponse:
+    return behave(_payload(request), "own-storage-instance")
+
+
 class DoomedView(IdempotencyMixin, APIView):
     idempotency_required = True
 
@@ -128,6 +136,7 @@ urlpatterns = [
     path("drf/service/", ServiceView.as_view()),
     path("more-headers/", more_headers),
     path("own-storage/", own_storage),
+    path("own-storage-instance/", own_storage_instance),
 ]
 
 
@@ -237,18 +246,33 @@ def test_replay_headers_option__adds_to_the_settings_list(client: Client) -> Non
     assert executions("more-headers") == 1
 
 
-def test_storage_option__overrides_the_storage_setting(client: Client, settings: Any) -> None:
+@pytest.mark.parametrize(
+    "url", ["/own-storage/", "/own-storage-instance/"], ids=["path", "instance"]
+)
+def test_storage_option__overrides_the_storage_setting(
+    client: Client, settings: Any, url: str
+) -> None:
     # The setting names a storage this test's caches cannot serve (no django-redis cache
     # under "default"): the view's own option is the one used.
     settings.IDEMPOTENCY_STORAGE = "django_idempotency.storage.CacheStorage"
     settings.IDEMPOTENCY_CACHE_ALIAS = "default"
 
-    first = post(client, "/own-storage/")
-    retry = post(client, "/own-storage/")
+    first = post(client, url)
+    retry = post(client, url)
 
     assert first.status_code == 201
     assert retry["Idempotent-Replayed"] == "true"
     assert IdempotencyKey.objects.filter(key="k").count() == 1
+
+
+def test_storage_setting__naming_a_class_that_is_no_storage_refuses_covered_requests(
+    settings: Any,
+) -> None:
+    settings.IDEMPOTENCY_STORAGE = "django.http.HttpResponse"
+
+    with pytest.raises(ImproperlyConfigured, match="is not a django_idempotency Storage subclass"):
+        post(Client(raise_request_exception=True), "/more-headers/")
+    assert not Execution.objects.exists()
 
 
 # The key
