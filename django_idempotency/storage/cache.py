@@ -29,7 +29,7 @@ try:
     from django_redis import get_redis_connection  # type: ignore[import-untyped]
     from django_redis.cache import RedisCache  # type: ignore[import-untyped]
     from redis.exceptions import RedisError
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
+except ImportError as exc:  # without the redis extra
     raise ImproperlyConfigured(
         "CacheStorage needs django-redis: pip install 'django-idempotency[redis]'."
     ) from exc
