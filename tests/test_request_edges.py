@@ -182,6 +182,16 @@ def test_interrupted_view__without_atomic_mode_stores_an_unknown_outcome(
     assert is_problem(retry, "idempotency_outcome_unknown")
 
 
+def test_interrupted_request_the_layer_does_not_cover__propagates_untouched(
+    client: Client,
+) -> None:
+    with pytest.raises(ClientWentAway):
+        client.get("/interrupted/", headers={"Idempotency-Key": "k"})  # a safe method
+
+    assert executions("interrupted") == 1  # no transaction of ours to roll back
+    assert not IdempotencyKey.objects.exists()
+
+
 @pytest.mark.asyncio
 async def test_cancelled_async_view__rolls_back_and_frees_the_key(async_client: Any) -> None:
     await async_client.aforce_login(await sync_to_async(UserFactory.create)())
