@@ -4,6 +4,7 @@
     python3 dev.py lint                 # ruff check, ruff format --check, mypy --strict
     python3 dev.py test [pytest args]   # run the whole test suite (SQLite, then PostgreSQL)
     python3 dev.py test --require-services   # fail instead of skipping (CI=true does the same)
+    python3 dev.py test --coverage      # measure branch coverage of both passes (CI=true does too)
     python3 dev.py test --python PATH   # the same on another interpreter, in .venv-py3.X
     python3 dev.py test --django 5.2    # the same on a Django release series, in .venv-django5.2
 
@@ -13,6 +14,11 @@ dependency group (``-e ".[drf,...]" --group dev``) into it whenever
 ``pyproject.toml`` changed since the last install, then runs itself again with the virtualenv's
 Python to do the real work. A new virtualenv gets the newest Django that pip resolves for its
 Python (Django 6 needs Python 3.12 or newer); remove it to test a newer release.
+
+With ``--coverage`` (or ``CI=true`` on the whole suite, unless ``--no-coverage``) both passes
+run under coverage.py as ``[tool.coverage.*]`` in pyproject.toml configures it, the Python
+processes the tests start included; after the second pass the data is combined, the report
+printed, and the command fails when the whole suite's coverage is under ``fail_under``.
 
 With ``DEV_PY_LEDGER=FILE`` each test run also appends its counts to FILE and, after the
 second run, ends with the total over all the runs recorded there (``.ci/run`` uses it).
@@ -51,7 +57,8 @@ FALLBACK_MARKS = "(redis or browser) and not postgres"
 
 USAGE = """usage: python3 dev.py demo [--python PATH] [--django X.Y] [demo args]
        python3 dev.py lint [--python PATH] [--django X.Y]
-       python3 dev.py test [--python PATH] [--django X.Y] [--require-services] [pytest args]"""
+       python3 dev.py test [--python PATH] [--django X.Y] [--require-services]
+                       [--coverage | --no-coverage] [pytest args]"""
 
 
 # --- bootstrap (system Python) ----------------------------------------------------------------
@@ -293,13 +300,16 @@ def has_selection(args: list[str]) -> bool:
     return any(a in ("-m", "-k") or a.startswith(("-m", "-k")) for a in args)
 
 
-def run_pytest(name: str, database: str, args: list[str], env: dict[str, str]) -> PassResult:
-    """Run one pytest pass and read its counts from the plugin's report file."""
+def run_pytest(
+    name: str, database: str, args: list[str], env: dict[str, str], *, coverage: bool = False
+) -> PassResult:
+    """Run one pytest pass (under coverage.py if asked) and read its counts from the plugin."""
     print(f"\n=== {name} ===", flush=True)
     with tempfile.TemporaryDirectory(prefix="dev-py-") as tmp:
         report = Path(tmp) / "report.json"
         pass_env = {**env, "IDEMPOTENCY_TEST_DATABASE": database, REPORT_ENV: str(report)}
-        command = [sys.executable, "-m", "pytest", "-p", "dev", *args]
+        runner = ["-m", "coverage", "run"] if coverage else []
+        command = [sys.executable, *runner, "-m", "pytest", "-p", "dev", *args]
         exit_code = subprocess.call(command, cwd=ROOT, env=pass_env)
         result = PassResult(name, exit_code, selected=has_selection(args))
         if report.exists():
@@ -351,6 +361,33 @@ def postgres_problem() -> tuple[str, str | None]:
     return where, None
 
 
+#: Where the coverage data goes: one file per process while the passes run, then combined.
+COVERAGE_FILE = ROOT / ".coverage"
+
+
+def erase_coverage() -> None:
+    """Remove the data of an earlier measurement, so this one starts from nothing."""
+    subprocess.run([sys.executable, "-m", "coverage", "erase"], cwd=ROOT, check=False)
+
+
+def report_coverage(*, whole_suite: bool) -> str | None:
+    """Combine the passes' data and print the report; return why it fails, or None.
+
+    A selection of tests is reported but not held to ``fail_under``.
+    """
+    print("\n=== coverage ===", flush=True)
+    coverage = [sys.executable, "-m", "coverage"]
+    if subprocess.call([*coverage, "combine", "--quiet"], cwd=ROOT) != 0:
+        return "coverage: no data to combine: FAILED"
+    threshold = [] if whole_suite else ["--fail-under=0"]
+    status = subprocess.call([*coverage, "report", *threshold], cwd=ROOT)
+    if status == 2:  # coverage.py's exit status for "under fail_under"
+        return "coverage: under fail_under in pyproject.toml: FAILED"
+    if status != 0:
+        return f"coverage: report failed (exit code {status}): FAILED"
+    return None
+
+
 def is_truthy(value: str | None) -> bool:
     """Read an environment flag such as ``CI=true``."""
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
@@ -358,13 +395,16 @@ def is_truthy(value: str | None) -> bool:
 
 def run_tests(args: list[str]) -> int:
     """Run the suite in two passes (SQLite, PostgreSQL) and print one summary line."""
-    require = "--require-services" in args
-    args = [a for a in args if a != "--require-services"]
+    flags = {"--require-services", "--coverage", "--no-coverage"}
+    given, args = {a for a in args if a in flags}, [a for a in args if a not in flags]
+    in_ci = is_truthy(os.environ.get("CI"))
     require = (
-        require
-        or is_truthy(os.environ.get("CI"))
+        "--require-services" in given
+        or in_ci
         or os.environ.get("IDEMPOTENCY_REQUIRE_SERVICES") == "1"
     )
+    # CI measures the whole suite; a selection (any pytest argument) is measured when asked.
+    coverage = "--no-coverage" not in given and ("--coverage" in given or (in_ci and not args))
     import django  # the virtualenv has it; bootstrap()'s Python may not
 
     name = f"Python {platform.python_version()}, Django {django.get_version()}"
@@ -377,14 +417,21 @@ def run_tests(args: list[str]) -> int:
     if require:
         env["IDEMPOTENCY_REQUIRE_SERVICES"] = "1"
         print("dev.py: services are required (CI or --require-services): nothing may skip")
+    if coverage:
+        env["COVERAGE_FILE"] = str(COVERAGE_FILE)  # the same file for processes started elsewhere
+        erase_coverage()
+        print("dev.py: measuring coverage ([tool.coverage] in pyproject.toml)", flush=True)
 
-    passes = [run_pytest("pass 1: SQLite", "sqlite", ["-m", SQLITE_MARKS, *args], env)]
+    sqlite_args = ["-m", SQLITE_MARKS, *args]
+    passes = [run_pytest("pass 1: SQLite", "sqlite", sqlite_args, env, coverage=coverage)]
     notes: list[str] = []
     extra = Counts()
 
     where, problem = postgres_problem()
     if problem is None:
-        passes.append(run_pytest("pass 2: PostgreSQL (all tests)", "postgres", args, env))
+        passes.append(
+            run_pytest("pass 2: PostgreSQL (all tests)", "postgres", args, env, coverage=coverage)
+        )
     else:
         missing = count_postgres_tests(args, env)
         if require:
@@ -406,11 +453,17 @@ def run_tests(args: list[str]) -> int:
                 "sqlite",
                 ["-m", FALLBACK_MARKS, *args],
                 env,
+                coverage=coverage,
             )
         )
 
     total = sum((p.counts for p in passes), extra)
     failed = any(not p.ok for p in passes) or extra.failed > 0
+    if coverage:
+        shortfall = report_coverage(whole_suite=not args)
+        if shortfall is not None:
+            notes.append(shortfall)
+            failed = True
     if total.total == 0:
         notes.append("no tests ran at all: FAILED")
         failed = True

@@ -7,7 +7,8 @@
 passes (SQLite, PostgreSQL). The newest cell runs the whole suite too, since the newest Python
 and Django are where new warnings appear first; the others run ``SMOKE``, a subset that still
 touches every service the suite uses (PostgreSQL, Redis, gunicorn worker processes, the
-browser). ``.ci/run`` runs ``main`` as the README's command, then ``nox -s matrix``.
+browser). ``.ci/run`` runs ``main`` as the README's command, then ``nox -s matrix``; coverage
+is measured on the main combination only, never in these cells (``--no-coverage``).
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def matrix(session: nox.Session, python_version: str, django: str) -> None:
         interpreter(python_version),
         "--django",
         django,
+        "--no-coverage",  # coverage is measured on the main combination only
         *selection,
         *session.posargs,
         external=True,

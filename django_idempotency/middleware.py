@@ -70,10 +70,11 @@ class IdempotencyMiddleware:
             return None
         try:
             decision = engine.begin(request, policy)
+            if isinstance(decision, engine.Execution):
+                decision.enter()  # a store failure here frees the key and raises: 503
         except IdempotencyError as error:
             return problem_response(error)
         if isinstance(decision, engine.Execution):
-            decision.enter()
             setattr(request, _EXECUTION_ATTRIBUTE, decision)
             return None
         return decision

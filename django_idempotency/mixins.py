@@ -211,12 +211,13 @@ class IdempotencyMixin:
             return
         try:
             decision = engine.begin(request, policy)
+            if isinstance(decision, engine.Execution):
+                decision.enter()  # a store failure here frees the key and raises: 503
         except IdempotencyError as error:
             raise IdempotencyAPIException(error) from error
         if isinstance(decision, HttpResponse):
             raise _Replay(decision)
         if isinstance(decision, engine.Execution):
-            decision.enter()
             self._idempotency_execution = decision
             return
         self._open_request_transaction(policy.storage.using if policy.is_atomic else None)

@@ -44,7 +44,7 @@ SDIST_TESTS = ("tests/test_behaviour.py", "tests/test_packaging.py::test_migrati
 # its files to the next sdist and hide a gap in MANIFEST.in), virtualenvs, caches.
 NOT_IN_A_CLONE = shutil.ignore_patterns(
     ".git", ".venv*", "*.egg-info", "build", "dist", "site", "__pycache__", "*.pyc",
-    ".*_cache", ".hypothesis", "*.sqlite3", ".coverage",
+    ".*_cache", ".hypothesis", "*.sqlite3", ".coverage*",
 )  # fmt: skip
 
 
