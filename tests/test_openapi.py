@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -468,3 +469,55 @@ def test_package__only_its_contrib_module_imports_drf_spectacular() -> None:
     }
 
     assert importers == {"contrib/drf_spectacular.py"}
+
+
+# Durations as a reader wants them, and a view's own 409.
+
+
+def key_description(ttl: timedelta, settings: Any) -> str:
+    settings.IDEMPOTENCY_TTL = ttl
+    operation = generate()["paths"]["/drf/required/"]["post"]
+    (parameter,) = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
+    return str(parameter["description"])
+
+
+@pytest.mark.parametrize(
+    ("ttl", "said"),
+    [
+        (timedelta(seconds=1.5), "1.5 seconds"),
+        (timedelta(seconds=45), "45 seconds"),
+        (timedelta(seconds=1), "1 second"),
+        (timedelta(minutes=90), "90 minutes"),
+        (timedelta(days=1), "24 hours"),
+        (timedelta(days=3), "3 days"),
+    ],
+)
+def test_key_description__says_how_long_a_key_is_kept(
+    settings: Any, ttl: timedelta, said: str
+) -> None:
+    assert f"A key is kept for {said} after" in key_description(ttl, settings)
+
+
+def test_error_responses__merged_into_a_409_the_view_declares_without_content() -> None:
+    class ReservationView(IdempotencyMixin, generics.CreateAPIView[Any]):
+        serializer_class = openapi_views.InvoiceSerializer
+        idempotency_required = True
+
+        @extend_schema(
+            responses={
+                201: openapi_views.InvoiceSerializer,
+                409: OpenApiResponse(description="The seat is taken."),
+            }
+        )
+        def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+            return super().post(request, *args, **kwargs)
+
+    schema = generate(patterns=[path("reservations/", ReservationView.as_view())])
+    response = schema["paths"]["/reservations/"]["post"]["responses"]["409"]
+
+    assert response["description"].startswith("The seat is taken.\n\n")
+    assert "idempotency_key_in_progress" in response["description"]
+    assert "Retry-After" in response["headers"]
+    assert response["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/IdempotencyErrorDetail"
+    }
