@@ -21,17 +21,15 @@ class Held:
 
     def __init__(self, manager: AbstractContextManager[Any]) -> None:
         manager.__enter__()
-        self._manager: AbstractContextManager[Any] | None = manager
+        self._manager = manager
 
     def close(self, *, commit: bool) -> None:
-        """Exit the block once: normally when ``commit``, else as if ``RolledBack`` was raised.
+        """Exit the block, once: normally when ``commit``, else as if ``RolledBack`` was raised.
 
         An exception from the exit itself (a commit that fails) is raised, as from ``with``.
+        Its owners forget a ``Held`` as they close it, so none is closed twice.
         """
-        manager, self._manager = self._manager, None
-        if manager is None:
-            return
         if commit:
-            manager.__exit__(None, None, None)
+            self._manager.__exit__(None, None, None)
         else:
-            manager.__exit__(RolledBack, RolledBack(), None)
+            self._manager.__exit__(RolledBack, RolledBack(), None)

@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 from django_idempotency.mixins import IdempotencyMixin
 from django_idempotency.policy import Policy
 from tests.factories import UserFactory
+from tests.problems import is_problem
 from tests.testapp.models import Execution
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
@@ -33,10 +34,10 @@ class CountingView(IdempotencyMixin, APIView):
 
 
 class PerTenantView(CountingView):
-    """Keys are kept per tenant, as a multi-tenant API's gateway names it."""
+    """Keys are kept per user and tenant, as a multi-tenant API's gateway names it."""
 
     def get_idempotency_scope(self, request: HttpRequest) -> str:
-        return f"tenant:{request.headers['X-Tenant']}"
+        return f"{super().get_idempotency_scope(request)}:tenant:{request.headers['X-Tenant']}"
 
 
 class BodyBlindView(CountingView):
@@ -46,9 +47,17 @@ class BodyBlindView(CountingView):
         return request.path
 
 
+class VersionedFingerprintView(CountingView):
+    """The default fingerprint, marked with the API's version."""
+
+    def get_idempotency_fingerprint(self, request: HttpRequest) -> str:
+        return f"v2:{super().get_idempotency_fingerprint(request)}"
+
+
 urlpatterns = [
     path("per-tenant/", PerTenantView.as_view()),
     path("body-blind/", BodyBlindView.as_view()),
+    path("versioned/", VersionedFingerprintView.as_view()),
 ]
 
 
@@ -73,6 +82,11 @@ def test_policy__a_kept_policy_follows_a_changed_setting(settings: Any) -> None:
     settings.IDEMPOTENCY_LEASE = 5
 
     assert Policy.build(options).lease == timedelta(seconds=5)
+
+
+def test_policy__an_unhashable_value_is_refused_not_crashed_on() -> None:
+    with pytest.raises(ImproperlyConfigured, match="methods="):
+        Policy.build({"methods": [["POST"]]})
 
 
 def test_policy__a_value_equal_to_a_valid_one_is_still_refused() -> None:
@@ -116,3 +130,18 @@ def test_fingerprint_hook__decides_per_request(client: Client) -> None:
     assert retry["Idempotent-Replayed"] == "true"
     assert retry.content == first.content
     assert Execution.objects.count() == 1
+
+
+def test_fingerprint_hook__may_build_on_the_default(client: Client) -> None:
+    key = str(uuid.uuid4())
+
+    def post(body: dict[str, Any]) -> Any:
+        return client.post(
+            "/versioned/", body, content_type="application/json", headers={"Idempotency-Key": key}
+        )
+
+    first, same, other = post({"qty": 1}), post({"qty": 1}), post({"qty": 2})
+
+    assert same["Idempotent-Replayed"] == "true"
+    assert same.content == first.content
+    assert is_problem(other, "idempotency_key_mismatch")

@@ -8,7 +8,6 @@ checks work, and say what is missing, without it.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -157,9 +156,11 @@ def _configuration_problems(alias: str) -> list[CacheProblem]:
 
 
 def _raw_client(alias: str) -> Redis:
+    from django_redis import get_redis_connection  # type: ignore[import-untyped]
+
     # Building the client opens no connection, so start-up never needs Redis.
     try:
-        client: Redis = _django_redis().get_redis_connection(alias)
+        client: Redis = get_redis_connection(alias)
     except NotImplementedError:
         caches_setting: Mapping[str, Any] = settings.CACHES
         client_class = caches_setting[alias].get("OPTIONS", {}).get("CLIENT_CLASS")
@@ -186,16 +187,7 @@ def _raw_client(alias: str) -> Redis:
 
 def _is_django_redis(backend: type) -> bool:
     try:
-        redis_cache = _django_redis().cache.RedisCache
+        from django_redis.cache import RedisCache  # type: ignore[import-untyped]
     except ImportError:
         return False
-    return issubclass(backend, redis_cache)
-
-
-@functools.cache
-def _django_redis() -> Any:
-    """Return the django_redis package, imported once (every request asks for its client)."""
-    import django_redis  # type: ignore[import-untyped]
-    import django_redis.cache  # type: ignore[import-untyped]
-
-    return django_redis
+    return issubclass(backend, RedisCache)
