@@ -12,17 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth import SESSION_KEY, get_user_model
-from django.db import OperationalError, connection, connections
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.signals import connection_created
+from django.db import connections
 from django.test import AsyncClient, Client, RequestFactory, override_settings
 
 from django_idempotency.fingerprints import default_fingerprint
@@ -37,6 +34,7 @@ from tests.problems import is_problem
 from tests.records import stored_origin, stored_records, stored_token
 from tests.redis_servers import caches_with, free_port, redis_cache_config
 from tests.request_threads import request_thread
+from tests.store_faults import failing_queries, on_the_idempotency_table, on_the_table
 from tests.testapp.models import Execution
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -518,39 +516,6 @@ def test_expired_response__key_can_be_used_again(client: Caller, url: str, setti
 # Store unavailable
 
 
-@contextmanager
-def failing_queries(matches: Callable[[str], bool], message: str) -> Iterator[None]:
-    """Fail the queries ``matches`` picks as a store that went away would, on a real connection.
-
-    On this thread's connection and on every one opened meanwhile: the async path's sync code
-    runs in threads of its own, each with its own connection.
-    """
-
-    def refuse(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if matches(sql):
-            raise OperationalError(message)
-        return execute(sql, params, many, context)
-
-    wrapped: list[BaseDatabaseWrapper] = []
-
-    def wrap(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
-        connection.execute_wrappers.append(refuse)
-        wrapped.append(connection)
-
-    connection_created.connect(wrap)
-    try:
-        with connection.execute_wrapper(refuse):
-            yield
-    finally:
-        connection_created.disconnect(wrap)
-        for opened in wrapped:
-            opened.execute_wrappers.remove(refuse)
-
-
-def on_the_idempotency_table(sql: str) -> bool:
-    return IdempotencyKey._meta.db_table in sql
-
-
 @pytest.fixture
 def broken_store(storage: str) -> Iterator[None]:
     """Make the store unreachable: every query on the table fails, or Redis is a closed port."""
@@ -598,10 +563,7 @@ def test_store_unavailable__fail_open_runs_logs_and_signals(
 @pytest.fixture
 def store_fails_at_completion() -> Iterator[None]:
     """Fail the completion's UPDATE as a store going away mid-request would."""
-    with failing_queries(
-        lambda sql: sql.startswith("UPDATE") and on_the_idempotency_table(sql),
-        "server closed the connection unexpectedly",
-    ):
+    with failing_queries(on_the_table("UPDATE")):
         yield
 
 
