@@ -64,6 +64,7 @@ ENTRY_POINTS = [
     EntryPoint("decorator", "/async/decorated/behave/", is_async=True),
 ]
 MIXIN = ENTRY_POINTS[0]
+DECORATOR = ENTRY_POINTS[3]
 
 #: A test client of either kind; ``send`` posts through both.
 Caller = Client | AsyncClient
@@ -273,6 +274,17 @@ def test_malformed_key__is_400_and_stores_nothing(client: Caller, url: str, raw:
     assert stored_records() == []
 
 
+# As any malformed key, on one entry point: a control character inside the quotes of an sf-string.
+@DATABASE_STORAGE_ONLY
+@pytest.mark.parametrize("entry_point", [DECORATOR], indirect=True, ids=str)
+def test_malformed_key__control_character_inside_quotes_is_400(client: Caller, url: str) -> None:
+    response = send(client, url, key='"ab\x01c"')
+
+    assert response.status_code == 400
+    assert is_problem(response, "idempotency_key_invalid")
+    assert executions() == 0
+
+
 @pytest.mark.parametrize(
     ("raw", "stored"),
     [("abc", "abc"), ('"abc"', "abc"), ('"a\\"b"', 'a"b'), ('"a,b"', "a,b")],
@@ -290,6 +302,25 @@ def test_key__255_visible_ascii_characters_are_accepted(client: Caller, url: str
     key = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"\\,') * 3
 
     assert send(client, url, {}, key=key[:255]).status_code == 201
+
+
+# Bodies over Django's upload limit
+
+
+# Refused before any storage is asked, as a malformed key is: the storage axis would only repeat.
+@DATABASE_STORAGE_ONLY
+@pytest.mark.parametrize("entry_point", [DECORATOR, MIXIN], indirect=True, ids=str)
+def test_body_over_the_upload_limit__is_413_and_runs_nothing(
+    client: Caller, url: str, settings: Any
+) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+
+    response = send(client, url, {"padding": "x" * 1000}, key="k")
+
+    assert response.status_code == 413
+    assert is_problem(response, "idempotency_request_too_large")
+    assert executions() == 0
+    assert stored_records() == []
 
 
 # First request and replay
@@ -758,6 +789,20 @@ def test_atomic_requests__still_wrap_requests_without_a_key(
 
     assert response.status_code == 500
     assert executions() == 0
+
+
+# An unkeyed request asks no storage: the storage axis would only repeat.
+@DATABASE_STORAGE_ONLY
+def test_atomic_requests__commit_the_writes_of_an_unkeyed_mixin_request(
+    client: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
+
+    response = send(client, "/drf/behave/", {"label": "optional"})
+
+    assert response.status_code == 201
+    assert executions("optional") == 1
+    assert stored_records() == []
 
 
 def test_drf_validation_error__is_stored_and_replayed(client: Caller) -> None:
