@@ -12,17 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth import SESSION_KEY, get_user_model
-from django.db import OperationalError, connection, connections
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.signals import connection_created
+from django.db import connections
 from django.test import AsyncClient, Client, RequestFactory, override_settings
 
 from django_idempotency.fingerprints import default_fingerprint
@@ -37,6 +34,7 @@ from tests.problems import is_problem
 from tests.records import stored_origin, stored_records, stored_token
 from tests.redis_servers import caches_with, free_port, redis_cache_config
 from tests.request_threads import request_thread
+from tests.store_faults import failing_queries, on_the_idempotency_table, on_the_table
 from tests.testapp.models import Execution
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -66,6 +64,7 @@ ENTRY_POINTS = [
     EntryPoint("decorator", "/async/decorated/behave/", is_async=True),
 ]
 MIXIN = ENTRY_POINTS[0]
+DECORATOR = ENTRY_POINTS[3]
 
 #: A test client of either kind; ``send`` posts through both.
 Caller = Client | AsyncClient
@@ -275,6 +274,17 @@ def test_malformed_key__is_400_and_stores_nothing(client: Caller, url: str, raw:
     assert stored_records() == []
 
 
+# As any malformed key, on one entry point: a control character inside the quotes of an sf-string.
+@DATABASE_STORAGE_ONLY
+@pytest.mark.parametrize("entry_point", [DECORATOR], indirect=True, ids=str)
+def test_malformed_key__control_character_inside_quotes_is_400(client: Caller, url: str) -> None:
+    response = send(client, url, key='"ab\x01c"')
+
+    assert response.status_code == 400
+    assert is_problem(response, "idempotency_key_invalid")
+    assert executions() == 0
+
+
 @pytest.mark.parametrize(
     ("raw", "stored"),
     [("abc", "abc"), ('"abc"', "abc"), ('"a\\"b"', 'a"b'), ('"a,b"', "a,b")],
@@ -292,6 +302,25 @@ def test_key__255_visible_ascii_characters_are_accepted(client: Caller, url: str
     key = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"\\,') * 3
 
     assert send(client, url, {}, key=key[:255]).status_code == 201
+
+
+# Bodies over Django's upload limit
+
+
+# Refused before any storage is asked, as a malformed key is: the storage axis would only repeat.
+@DATABASE_STORAGE_ONLY
+@pytest.mark.parametrize("entry_point", [DECORATOR, MIXIN], indirect=True, ids=str)
+def test_body_over_the_upload_limit__is_413_and_runs_nothing(
+    client: Caller, url: str, settings: Any
+) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+
+    response = send(client, url, {"padding": "x" * 1000}, key="k")
+
+    assert response.status_code == 413
+    assert is_problem(response, "idempotency_request_too_large")
+    assert executions() == 0
+    assert stored_records() == []
 
 
 # First request and replay
@@ -518,39 +547,6 @@ def test_expired_response__key_can_be_used_again(client: Caller, url: str, setti
 # Store unavailable
 
 
-@contextmanager
-def failing_queries(matches: Callable[[str], bool], message: str) -> Iterator[None]:
-    """Fail the queries ``matches`` picks as a store that went away would, on a real connection.
-
-    On this thread's connection and on every one opened meanwhile: the async path's sync code
-    runs in threads of its own, each with its own connection.
-    """
-
-    def refuse(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if matches(sql):
-            raise OperationalError(message)
-        return execute(sql, params, many, context)
-
-    wrapped: list[BaseDatabaseWrapper] = []
-
-    def wrap(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
-        connection.execute_wrappers.append(refuse)
-        wrapped.append(connection)
-
-    connection_created.connect(wrap)
-    try:
-        with connection.execute_wrapper(refuse):
-            yield
-    finally:
-        connection_created.disconnect(wrap)
-        for opened in wrapped:
-            opened.execute_wrappers.remove(refuse)
-
-
-def on_the_idempotency_table(sql: str) -> bool:
-    return IdempotencyKey._meta.db_table in sql
-
-
 @pytest.fixture
 def broken_store(storage: str) -> Iterator[None]:
     """Make the store unreachable: every query on the table fails, or Redis is a closed port."""
@@ -598,10 +594,7 @@ def test_store_unavailable__fail_open_runs_logs_and_signals(
 @pytest.fixture
 def store_fails_at_completion() -> Iterator[None]:
     """Fail the completion's UPDATE as a store going away mid-request would."""
-    with failing_queries(
-        lambda sql: sql.startswith("UPDATE") and on_the_idempotency_table(sql),
-        "server closed the connection unexpectedly",
-    ):
+    with failing_queries(on_the_table("UPDATE")):
         yield
 
 
@@ -796,6 +789,20 @@ def test_atomic_requests__still_wrap_requests_without_a_key(
 
     assert response.status_code == 500
     assert executions() == 0
+
+
+# An unkeyed request asks no storage: the storage axis would only repeat.
+@DATABASE_STORAGE_ONLY
+def test_atomic_requests__commit_the_writes_of_an_unkeyed_mixin_request(
+    client: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
+
+    response = send(client, "/drf/behave/", {"label": "optional"})
+
+    assert response.status_code == 201
+    assert executions("optional") == 1
+    assert stored_records() == []
 
 
 def test_drf_validation_error__is_stored_and_replayed(client: Caller) -> None:

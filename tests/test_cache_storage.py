@@ -287,9 +287,21 @@ def test_claim__an_unsafe_cache_is_refused_in_the_words_of_its_check(
     assert str(refused.value) == f"{reported.msg} {reported.hint} ({reported.id})"
 
 
-def test_claim__missing_alias_raises_improperly_configured(key: str) -> None:
-    with pytest.raises(ImproperlyConfigured, match="'nowhere'"):
+def test_claim__missing_alias_raises_improperly_configured_naming_the_setting(key: str) -> None:
+    expected = "IDEMPOTENCY_CACHE_ALIAS is 'nowhere', but CACHES has no cache"
+    with pytest.raises(ImproperlyConfigured, match=re.escape(expected)):
         CacheStorage("nowhere").claim("scope", key, "fp", lease=LONG)
+
+
+def test_get__sharded_client_is_refused_at_first_use(key: str) -> None:
+    # Building the sharded client opens no connection: no Redis server is needed.
+    config = redis_cache_config(free_port(), CLIENT_CLASS="django_redis.client.ShardClient")
+
+    with (
+        override_settings(CACHES=caches_with(config)),
+        pytest.raises(ImproperlyConfigured, match="the sharded client is not supported"),
+    ):
+        CacheStorage("idempotency").get("scope", key)
 
 
 def test_alias__defaults_to_setting() -> None:

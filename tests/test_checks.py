@@ -1,4 +1,4 @@
-"""System checks report misconfiguration with an ID and a hint."""
+"""System checks report misconfiguration with an ID and a hint, once, by the check that owns it."""
 
 from __future__ import annotations
 
@@ -73,6 +73,7 @@ def test_drf_views_without_mixin__are_named_unless_exempt_or_read_only() -> None
     ("name", "value"),
     [
         ("IDEMPOTENCY_TTL", "24h"),
+        ("IDEMPOTENCY_TTL", True),  # a bool is an int to Python, never a duration
         ("IDEMPOTENCY_LEASE", timedelta(0)),
         ("IDEMPOTENCY_LEASE", -5),
         ("IDEMPOTENCY_METHODS", "POST"),
@@ -111,6 +112,14 @@ def test_storage_check__reports_unusable_storage_as_e002(path: str) -> None:
         assert "django_idempotency.E002" in ids()
 
 
+def test_storage_check__a_storage_that_is_not_a_path_is_e001_only() -> None:
+    with override_settings(IDEMPOTENCY_STORAGE=123):
+        found = ids()
+
+    assert "django_idempotency.E001" in found
+    assert "django_idempotency.E002" not in found
+
+
 def test_middleware_check__reports_middleware_before_authentication_as_e003() -> None:
     reordered = [m for m in MIDDLEWARE if "IdempotencyMiddleware" not in m]
     reordered.insert(0, "django_idempotency.middleware.IdempotencyMiddleware")
@@ -133,6 +142,21 @@ def test_required_check__warns_that_a_global_requirement_covers_forms_as_w001() 
     with override_settings(IDEMPOTENCY_REQUIRED=True):
         assert "django_idempotency.W001" in ids()
     assert "django_idempotency.W001" not in ids()
+
+
+def test_required_check__no_w001_without_the_middleware() -> None:
+    without = [m for m in MIDDLEWARE if not m.startswith("django_idempotency")]
+
+    with override_settings(IDEMPOTENCY_REQUIRED=True, MIDDLEWARE=without):
+        assert "django_idempotency.W001" not in ids()
+
+
+def test_required_check__bad_methods_are_e001_not_w001() -> None:
+    with override_settings(IDEMPOTENCY_REQUIRED=True, IDEMPOTENCY_METHODS="POST"):
+        found = ids()
+
+    assert "django_idempotency.E001" in found
+    assert "django_idempotency.W001" not in found
 
 
 def test_mixin__after_the_drf_view_class_is_refused_at_class_creation() -> None:

@@ -1,14 +1,17 @@
 """The system checks of ``CacheStorage``: the cache must be a shared, atomic, loud django-redis.
 
 E101-E106 at start-up, W101/W102 (Redis may evict keys) on deploy; see docs/storage-cache.md.
+Without the ``redis`` extra (no django-redis to import) they report E103, and only when
+``CacheStorage`` is configured.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
-from django.core.checks import registry
+from django.core.checks import registry, run_checks
 from django.test import override_settings
 from django_redis import get_redis_connection  # type: ignore[import-untyped]
 
@@ -152,3 +155,26 @@ def test_checks__eviction_check_skips_misconfigured_cache() -> None:
     locmem = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     with override_settings(CACHES=caches_with(locmem)):
         assert deploy_check_ids() == []
+
+
+@pytest.fixture
+def without_django_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make django-redis unimportable, as in an install without the ``redis`` extra."""
+    for name in ("django_redis", "django_redis.cache"):
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "django_idempotency.storage.cache")
+
+
+@pytest.mark.django_db  # run_checks() reads the database (see test_checks.py)
+@pytest.mark.usefixtures("without_django_redis")
+def test_checks__without_the_redis_extra_report_e103_for_cache_storage_only() -> None:
+    # Django's own Redis cache, which is not django-redis.
+    caches = caches_with({"BACKEND": "django.core.cache.backends.redis.RedisCache"})
+
+    def registered_ids(**settings: Any) -> list[str]:
+        with override_settings(CACHES=caches, **settings):
+            return [m.id for m in run_checks(tags=["caches"]) if m.id]
+
+    # DatabaseStorage: the cache checks have nothing to say.
+    assert registered_ids() == []
+    assert registered_ids(**CACHE_STORAGE) == ["django_idempotency.E103"]

@@ -7,6 +7,8 @@
 - A bad setting value under a server that runs no system checks (gunicorn): requests the layer
   covers raise ``ImproperlyConfigured`` naming the setting (Django logs it and answers 500; the
   view never runs, nothing is stored); every other request works as if the layer were absent.
+- A mixin hook that returns a bad value at request time fails closed the same way: the
+  unsafe requests it might cover are refused, safe ones are served.
 
 See docs/settings.md, "Bad settings", and docs/checks.md.
 """
@@ -26,7 +28,11 @@ from typing import Any
 import pytest
 from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest, HttpResponse
 from django.test import Client
+from django.urls import path
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from django_idempotency import options
 from django_idempotency.conf import idempotency_settings
@@ -37,6 +43,7 @@ from django_idempotency.policy import Policy
 from tests.factories import UserFactory
 from tests.live_server import LiveServer, live_gunicorn
 from tests.testapp.models import Execution, Order
+from tests.testapp.views import behave
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -223,6 +230,14 @@ def test_decorator__a_misspelled_keyword_is_refused_with_the_name_it_meant() -> 
     )
 
 
+def test_decorator__an_unknown_keyword_far_from_any_name_points_to_the_docs() -> None:
+    def view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse()
+
+    with pytest.raises(ImproperlyConfigured, match=r"see docs/settings\.md"):
+        idempotent(zzzzzz=1)(view)
+
+
 def _api_view_function() -> Any:
     from rest_framework.decorators import api_view
 
@@ -322,6 +337,16 @@ def test_bad_setting__a_safe_request_works_as_usual(
 
     assert response.status_code in (200, 201)
     assert not IdempotencyKey.objects.exists()
+
+
+def test_bad_setting__a_storage_that_is_no_storage_class_refuses_covered_requests(
+    client: Client, settings: Any
+) -> None:
+    settings.IDEMPOTENCY_STORAGE = "django.http.HttpResponse"
+
+    with pytest.raises(ImproperlyConfigured, match="is not a django_idempotency Storage subclass"):
+        keyed_post(client, ENTRY_POINTS["decorator"])
+    assert nothing_happened()
 
 
 def test_bad_setting__an_unkeyed_post_where_keys_are_optional_works_as_usual(
@@ -452,6 +477,58 @@ def test_view_methods__decide_coverage_when_only_another_setting_is_bad(
     with pytest.raises(ImproperlyConfigured):
         client.delete("/decorated/behave/", headers={"Idempotency-Key": "k"})
     assert client.put("/decorated/behave/", headers={"Idempotency-Key": "k"}).status_code == 201
+
+
+# A hook that returns a bad value at request time: the layer fails closed.
+
+
+class BadMethodsHookView(IdempotencyMixin, APIView):
+    def get_idempotency_methods(self) -> Any:
+        return "POST"  # a string, not a list
+
+    def get(self, request: Request) -> HttpResponse:
+        return HttpResponse("page")
+
+    def post(self, request: Request) -> HttpResponse:
+        return behave({}, "bad-methods")
+
+
+class BadRequiredHookView(IdempotencyMixin, APIView):
+    def get_idempotency_required(self) -> Any:
+        return "yes"
+
+    def get(self, request: Request) -> HttpResponse:
+        return HttpResponse("page")
+
+    def post(self, request: Request) -> HttpResponse:
+        return behave({}, "bad-required")
+
+
+urlpatterns = [
+    path("bad-methods/", BadMethodsHookView.as_view()),
+    path("bad-required/", BadRequiredHookView.as_view()),
+]
+
+
+@pytest.mark.urls(__name__)
+@pytest.mark.parametrize(
+    ("url", "method", "headers", "message"),
+    [
+        # Which methods were meant is unknown: a keyed PUT counts as covered.
+        ("/bad-methods/", "put", {"Idempotency-Key": "k"}, "methods='POST'"),
+        # Whether keys are required is unknown: an unkeyed POST counts as keyed.
+        ("/bad-required/", "post", {}, "required='yes'"),
+    ],
+)
+def test_hook_returning_a_bad_value__refuses_unsafe_requests_and_serves_safe_ones(
+    url: str, method: str, headers: dict[str, str], message: str
+) -> None:
+    client = Client()
+
+    with pytest.raises(ImproperlyConfigured, match=message):
+        getattr(client, method)(url, "{}", "application/json", headers=headers)
+    assert client.get(url).content == b"page"
+    assert not Execution.objects.exists()
 
 
 # Under a real server that runs no system checks.

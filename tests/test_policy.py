@@ -1,5 +1,6 @@
 """A view's policy: built once for its options, rebuilt when a setting changes, and a view's
 ``get_idempotency_scope()`` and ``get_idempotency_fingerprint()`` hooks decide per request.
+A view's own ``replay_headers`` and ``storage`` options apply to its requests alone.
 """
 
 from __future__ import annotations
@@ -14,14 +15,19 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 from django.test import Client
 from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from django_idempotency.decorators import idempotent
 from django_idempotency.mixins import IdempotencyMixin
+from django_idempotency.models import IdempotencyKey
 from django_idempotency.policy import Policy
+from django_idempotency.storage import DatabaseStorage
 from tests.factories import UserFactory
 from tests.problems import is_problem
 from tests.testapp.models import Execution
+from tests.testapp.views import behave
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
 
@@ -54,10 +60,31 @@ class VersionedFingerprintView(CountingView):
         return f"v2:{super().get_idempotency_fingerprint(request)}"
 
 
+@csrf_exempt
+@idempotent(required=True, replay_headers=["X-Not-Allow-Listed"])
+def more_headers(request: HttpRequest) -> HttpResponse:
+    return behave({}, "more-headers")
+
+
+@csrf_exempt
+@idempotent(required=True, storage="django_idempotency.storage.DatabaseStorage")
+def own_storage(request: HttpRequest) -> HttpResponse:
+    return behave({}, "own-storage")
+
+
+@csrf_exempt
+@idempotent(required=True, storage=DatabaseStorage())
+def own_storage_instance(request: HttpRequest) -> HttpResponse:
+    return behave({}, "own-storage-instance")
+
+
 urlpatterns = [
     path("per-tenant/", PerTenantView.as_view()),
     path("body-blind/", BodyBlindView.as_view()),
     path("versioned/", VersionedFingerprintView.as_view()),
+    path("more-headers/", more_headers),
+    path("own-storage/", own_storage),
+    path("own-storage-instance/", own_storage_instance),
 ]
 
 
@@ -145,3 +172,38 @@ def test_fingerprint_hook__may_build_on_the_default(client: Client) -> None:
     assert same["Idempotent-Replayed"] == "true"
     assert same.content == first.content
     assert is_problem(other, "idempotency_key_mismatch")
+
+
+def keyed_post(client: Client, url: str) -> Any:
+    return client.post(url, {}, content_type="application/json", headers={"Idempotency-Key": "k"})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_replay_headers_option__adds_to_the_settings_list(client: Client) -> None:
+    first = keyed_post(client, "/more-headers/")
+    retry = keyed_post(client, "/more-headers/")
+
+    assert retry["Idempotent-Replayed"] == "true"
+    assert retry["X-Not-Allow-Listed"] == first["X-Not-Allow-Listed"]
+    assert retry["ETag"] == first["ETag"]  # the settings' own list still applies
+    assert Execution.objects.filter(label="more-headers").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "url", ["/own-storage/", "/own-storage-instance/"], ids=["path", "instance"]
+)
+def test_storage_option__overrides_the_storage_setting(
+    client: Client, settings: Any, url: str
+) -> None:
+    # The setting names a storage this test's caches cannot serve (no django-redis cache
+    # under "default"): the view's own option is the one used.
+    settings.IDEMPOTENCY_STORAGE = "django_idempotency.storage.CacheStorage"
+    settings.IDEMPOTENCY_CACHE_ALIAS = "default"
+
+    first = keyed_post(client, url)
+    retry = keyed_post(client, url)
+
+    assert first.status_code == 201
+    assert retry["Idempotent-Replayed"] == "true"
+    assert IdempotencyKey.objects.filter(key="k").count() == 1

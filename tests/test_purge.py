@@ -101,6 +101,15 @@ def test_purge__dry_run_counts_and_deletes_nothing(
 
 
 @pytest.mark.django_db
+def test_purge__verbosity_0_prints_nothing(settings: Any) -> None:
+    IdempotencyKeyFactory.create(expired=True)
+
+    assert purge("--dry-run", "--verbosity", "0") == ""
+    settings.IDEMPOTENCY_STORAGE = "django_idempotency.storage.CacheStorage"
+    assert purge("--verbosity", "0") == ""
+
+
+@pytest.mark.django_db
 def test_purge__deletes_in_batches_of_batch_size() -> None:
     IdempotencyKeyFactory.create_batch(7, expired=True)
     IdempotencyKeyFactory.create(key="live")

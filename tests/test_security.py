@@ -1,7 +1,8 @@
 """The security model (docs/behaviour.md): no caller receives, blocks or poisons another's record.
 
 Each test plays an attacker who knows or guesses another caller's key, through every entry
-point and on both storages: the attacker gets exactly what a fresh key would give them.
+point and on both storages: the attacker gets exactly what a fresh key would give them. A
+principal that cannot be told apart from another (no primary key) is refused, not shared.
 """
 
 from __future__ import annotations
@@ -12,13 +13,21 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.http import HttpResponse
 from django.test import Client, override_settings
+from django.urls import path
+from rest_framework import authentication
 from rest_framework.authtoken.models import Token
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from django_idempotency.exceptions import IdempotencyKeyWithoutPrincipal
+from django_idempotency.mixins import IdempotencyMixin
 from tests.factories import UserFactory
+from tests.problems import is_problem
 from tests.records import stored_records
 from tests.testapp.models import Execution
+from tests.testapp.views import behave
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -211,6 +220,42 @@ def test_drf_view_with_mixin__scopes_by_the_user_drf_authenticated(
     assert alice_retry["Idempotent-Replayed"] == "true"
     assert alice_retry.content == for_alice.content
     assert executions(label) == 2
+
+
+class ServicePrincipal:
+    """What some authentication classes make up: authenticated, but no row, so no ``pk``."""
+
+    is_authenticated = True
+    is_active = True
+    pk = None
+
+
+class ServiceAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[Any, Any]:
+        return ServicePrincipal(), None
+
+
+class ServiceView(IdempotencyMixin, APIView):
+    authentication_classes = [ServiceAuthentication]
+    permission_classes: list[Any] = []
+    idempotency_required = True
+
+    def post(self, request: Request) -> HttpResponse:
+        return behave({}, "service")
+
+
+urlpatterns = [path("drf/service/", ServiceView.as_view())]
+
+
+@pytest.mark.urls(__name__)
+def test_drf_principal_without_a_primary_key__is_refused_rather_than_shared() -> None:
+    # Two such principals could not be told apart: with no Authorization header to scope by,
+    # the keyed request is refused, as an anonymous one is.
+    response = post(Client(), "/drf/service/", "k", {})
+
+    assert response.status_code == 403
+    assert is_problem(response, WITHOUT_PRINCIPAL)
+    assert executions("service") == 0
 
 
 # Refused requests never store a response (issue 7, item 1: poisoning)

@@ -1,13 +1,21 @@
-"""One contract, every storage: DatabaseStorage (SQLite or PostgreSQL) and CacheStorage (Redis)."""
+"""One contract, every storage: DatabaseStorage (SQLite or PostgreSQL) and CacheStorage (Redis).
+
+Beyond the contract, the storage interface itself: a failing query raises
+``StorageUnavailable``, the module names no storage it does not ship, and what a storage of
+one's own inherits from ``Storage``.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
 
+from django_idempotency import storage as storage_module
 from django_idempotency.storage import (
     CacheStorage,
     Claim,
@@ -17,9 +25,11 @@ from django_idempotency.storage import (
     Record,
     State,
     Storage,
+    StorageUnavailable,
     StoredResponse,
 )
 from tests.leases import expire_now
+from tests.store_faults import failing_queries, on_the_table
 
 LONG = timedelta(seconds=30)
 
@@ -302,3 +312,55 @@ def test_claim__scope_and_key_boundaries_do_not_collide(storage: Storage) -> Non
 
     assert isinstance(first, Claim)
     assert isinstance(second, Claim)
+
+
+# What the interface promises beyond the contract
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("operation", "verb"), [("get", "SELECT"), ("release", "DELETE")])
+def test_storage_interface__a_failing_query_raises_storage_unavailable(
+    operation: str, verb: str
+) -> None:
+    storage = DatabaseStorage()
+    claim = storage.claim("scope", "k", "fp", lease=timedelta(minutes=1))
+    assert isinstance(claim, Claim)
+    calls: dict[str, Callable[[], object]] = {
+        "get": lambda: storage.get("scope", "k"),
+        "release": lambda: storage.release(claim),
+    }
+
+    with failing_queries(on_the_table(verb)), pytest.raises(StorageUnavailable):
+        calls[operation]()
+    assert storage.get("scope", "k") is not None  # the record is untouched
+
+
+def test_storage_module__names_no_other_storage() -> None:
+    with pytest.raises(AttributeError, match="RedisStorage"):
+        storage_module.RedisStorage  # noqa: B018
+
+
+@pytest.mark.django_db(transaction=True)
+def test_storage_interface__defaults_of_a_storage_that_keeps_no_transaction() -> None:
+    # What a third-party storage inherits when it implements only the four operations.
+    class MemoryStorage(Storage):
+        def claim(self, scope: str, key: str, fingerprint: str, **options: Any) -> Claim:
+            return Claim(scope, key, fingerprint, "token", timezone.now())
+
+        def complete(self, claim: Claim, response: StoredResponse, **options: Any) -> None:
+            return None
+
+        def release(self, claim: Claim) -> bool:
+            return True
+
+        def get(self, scope: str, key: str) -> Record | None:
+            return None
+
+    storage = MemoryStorage()
+    claim = storage.claim("scope", "k", "fp", lease=timedelta(minutes=1))
+
+    assert storage.using is None
+    assert storage.is_rollback_marked() is False
+    with storage.atomic():
+        pass
+    assert claim.store_now() is None  # the claim did not read the store's clock

@@ -7,6 +7,9 @@ lease long enough for a loaded machine, so none of them is late by accident. Wit
 DatabaseStorage the owner's writes and the stored response share one transaction, so a late
 owner answers 409 ``idempotency_lease_expired`` and its writes roll back: exactly one business
 write survives, the one of whoever completed.
+
+Through the storage interface, a take-over that loses the race to a request that took the dead
+key first changes nothing, and reports the other request's live record.
 """
 
 from __future__ import annotations
@@ -17,15 +20,20 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.http.response import HttpResponseBase
 from django.test import Client, override_settings
+from django.utils import timezone
 
 from django_idempotency.exceptions import IdempotencyLeaseExpired
+from django_idempotency.models import IdempotencyKey
+from django_idempotency.storage import Claim, DatabaseStorage, Record
 from tests.leases import expire_now, wait_for_expiry
+from tests.store_faults import on_the_table
 from tests.testapp import views
 from tests.testapp.models import Execution, Order
 
@@ -252,3 +260,27 @@ def test_takeover_cache__late_owner_keeps_its_response_but_cannot_store_it(
     assert entry.count() == 2
     assert "finished after its lease ended" in caplog.text
     assert post(entry, key) == Answer(201, True, taker.body)
+
+
+def test_take_over__loses_to_a_request_that_took_the_key_first() -> None:
+    # Between reading the dead record and taking it over, another request takes it: the
+    # take-over changes nothing, and the claim reports the other request's live record.
+    storage = DatabaseStorage()
+    assert isinstance(storage.claim("scope", "k", "fp", lease=timedelta(minutes=1)), Claim)
+    expire_now("k", storage=storage)
+    raced: list[str] = []
+
+    def another_request_first(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if not raced and on_the_table("UPDATE")(sql):
+            raced.append(sql)
+            IdempotencyKey.objects.filter(key="k").update(
+                token="t" * 32, expires_at=timezone.now() + timedelta(minutes=1)
+            )
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(another_request_first):
+        result = storage.claim("scope", "k", "fp", lease=timedelta(minutes=1))
+
+    assert raced, "no take-over was attempted; the test proves nothing"
+    assert isinstance(result, Record)
+    assert result.token == "t" * 32

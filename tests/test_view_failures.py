@@ -4,11 +4,18 @@ A view, its renderer, a signal receiver or another middleware fails: that reques
 500, the transaction is closed, the key is left correct (released when the view's writes
 rolled back, kept when its outcome is unknown), and the next requests on the same thread
 and connection succeed.
+
+A view whose success shares a transaction marked for rollback: its answer goes out, its key is
+released. The database store fails after the claim, as a server going away would, while the
+shared transaction opens, the key is released, or the unknown outcome of a view that raised is
+stored: the request still gets an answer, nothing runs twice, and a key that could not be
+released waits out its lease.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,10 +25,13 @@ from django.db import connection, connections
 from django.db.models.signals import post_save
 from django.test import Client, override_settings
 
+from django_idempotency.models import IdempotencyKey
 from django_idempotency.signals import idempotency_replayed
 from tests.factories import UserFactory
+from tests.problems import is_problem
 from tests.records import stored_records
 from tests.settings import MIDDLEWARE
+from tests.store_faults import failing_queries, on_the_table
 from tests.testapp.models import Execution
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -200,3 +210,88 @@ async def test_exception__in_an_async_view_leaves_the_async_middleware_serving(
         # Close the connection asgiref's worker thread opened, or the test database
         # cannot be dropped.
         await sync_to_async(connections.close_all)()
+
+
+# A view that dooms its own transaction
+
+
+@pytest.mark.parametrize(
+    "url", [ENTRY_POINTS["decorator"], ENTRY_POINTS["mixin"]], ids=["decorator", "mixin"]
+)
+def test_success_in_a_doomed_transaction__goes_out_but_frees_the_key(
+    client: Client, url: str
+) -> None:
+    first = post(client, url, {"label": "doomed", "rollback": True}, key="k")
+
+    assert first.status_code == 201
+    assert Execution.objects.filter(label="doomed").count() == 0  # its write did not stay
+    assert not IdempotencyKey.objects.exists()  # so no retry is answered from it
+    retry = post(client, url, {"label": "doomed", "rollback": True}, key="k")
+    assert retry.status_code == 201
+    assert "Idempotent-Replayed" not in retry
+
+
+# The database store failing at each step after the claim
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "url", [ENTRY_POINTS["decorator"], ENTRY_POINTS["mixin"]], ids=["decorator", "mixin"]
+)
+def test_transaction_cannot_open__is_503_the_view_never_runs_and_the_key_is_free(
+    client: Client, url: str
+) -> None:
+    # Inside an open transaction (this test's), the shared transaction is a savepoint; the
+    # claim's own savepoint succeeds, the next one fails.
+    claimed: list[str] = []
+
+    def savepoint_after_the_claim(sql: str) -> bool:
+        if on_the_table("INSERT")(sql):
+            claimed.append(sql)
+        return bool(claimed) and sql.startswith("SAVEPOINT")
+
+    with failing_queries(savepoint_after_the_claim):
+        response = post(client, url, {}, key="k")
+
+    assert claimed, "the claim never ran; the test proves nothing"
+    assert response.status_code == 503
+    assert is_problem(response, "idempotency_store_unavailable")
+    assert not Execution.objects.exists()
+    assert not IdempotencyKey.objects.exists()
+
+
+def test_release_fails__the_answer_goes_out_and_the_key_waits_for_its_lease(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = ENTRY_POINTS["decorator"]
+    with (
+        caplog.at_level(logging.WARNING, logger="django_idempotency.engine"),
+        failing_queries(on_the_table("DELETE")),
+    ):
+        first = post(client, url, {"status": 503}, key="k")
+
+    assert first.status_code == 503  # the view's own answer, not stored
+    assert "Could not release an idempotency key" in caplog.text
+    assert IdempotencyKey.objects.get().state == IdempotencyKey.State.IN_FLIGHT
+    retry = post(client, url, {"status": 503}, key="k")
+    assert retry.status_code == 409
+    assert is_problem(retry, "idempotency_key_in_progress")
+    assert not Execution.objects.exists()  # rolled back, and no retry ran it
+
+
+def test_unknown_outcome_cannot_be_stored__the_key_waits_for_its_lease(
+    client: Client, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.IDEMPOTENCY_ATOMIC = False
+    url, failing = ENTRY_POINTS["mixin"], {"label": "failing", "raise": True}
+    with (
+        caplog.at_level(logging.WARNING, logger="django_idempotency.engine"),
+        failing_queries(on_the_table("UPDATE")),
+    ):
+        first = post(client, url, failing, key="k")
+
+    assert first.status_code == 500
+    assert "Could not store the failed outcome" in caplog.text
+    retry = post(client, url, failing, key="k")
+    assert retry.status_code == 409
+    assert Execution.objects.filter(label="failing").count() == 1

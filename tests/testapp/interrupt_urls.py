@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import NoReturn
 
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
@@ -32,6 +34,14 @@ def decorated(request: HttpRequest) -> NoReturn:
     interrupted()
 
 
+@csrf_exempt
+@idempotent(required=True)
+async def cancelled(request: HttpRequest) -> NoReturn:
+    """Write, then stop as an async view does when its task is cancelled (a client gone away)."""
+    await sync_to_async(Execution.objects.create)(label="interrupted")
+    raise asyncio.CancelledError
+
+
 class Mixin(IdempotencyMixin, APIView):
     def post(self, request: Request) -> NoReturn:
         interrupted()
@@ -40,5 +50,6 @@ class Mixin(IdempotencyMixin, APIView):
 urlpatterns = [
     path("plain/", plain),
     path("decorated/", decorated),
+    path("async/cancelled/", cancelled),
     path("mixin/", Mixin.as_view()),
 ]

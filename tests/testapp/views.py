@@ -65,6 +65,8 @@ def behave(payload: dict[str, Any], label: str) -> HttpResponse:
     response["ETag"] = '"v1"'
     if payload.get("set_cookie"):
         response.set_cookie("session-ish", "secret")
+    if payload.get("rollback"):
+        transaction.set_rollback(True)
     return response
 
 
