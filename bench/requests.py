@@ -32,7 +32,8 @@ from typing import Any
 
 from bench.output import write_json
 
-PG_NAME = "idempotency_bench"
+# Another name lets runs share a server without dropping each other's database.
+PG_NAME = os.environ.get("BENCH_PG_NAME", "idempotency_bench")
 MIDDLEWARE_PATH = "django_idempotency.middleware.IdempotencyMiddleware"
 
 
