@@ -33,7 +33,8 @@ from typing import Any
 
 from bench.output import write_json
 
-PG_NAME = "idempotency_bench"
+# Another name lets runs share a server without dropping each other's database.
+PG_NAME = os.environ.get("BENCH_PG_NAME", "idempotency_bench")
 MIDDLEWARE_PATH = "django_idempotency.middleware.IdempotencyMiddleware"
 
 
@@ -126,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=["on", "off", "local"],
         help="PostgreSQL's synchronous_commit for the run's sessions",
     )
+    parser.add_argument(
+        "--unflushed-claims",
+        action="store_true",
+        help="DatabaseStorage with flush_claims=False (PostgreSQL claims skip their WAL flush)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the per-round shuffle")
     parser.add_argument(
         "--json", metavar="PATH", help="also write the results as JSON ('-': stdout)"
@@ -169,6 +175,7 @@ def run_parent(args: argparse.Namespace) -> int:
         "requests_per_variant": args.requests,
         "warmup_per_variant": args.warmup,
         "synchronous_commit": args.synchronous_commit,
+        "unflushed_claims": args.unflushed_claims,
         "databases": {},
     }
     for database in databases:
@@ -182,6 +189,7 @@ def run_parent(args: argparse.Namespace) -> int:
                 BENCH_PG_NAME=PG_NAME,
                 BENCH_REDIS_PREFIX=redis_prefix,
                 BENCH_PG_SYNCHRONOUS_COMMIT=args.synchronous_commit,
+                BENCH_UNFLUSHED_CLAIMS="1" if args.unflushed_claims else "",
             )
             output = os.path.join(workdir, "result.json")
             command = [
@@ -548,6 +556,8 @@ def _server_description() -> str:
             version = cursor.fetchone()[0]
             cursor.execute("SHOW synchronous_commit")
             server = f"PostgreSQL {version} (local TCP, synchronous_commit={cursor.fetchone()[0]})"
+            if os.environ.get("BENCH_UNFLUSHED_CLAIMS") == "1":
+                server += ", unflushed claims (flush_claims=False)"
     else:
         import sqlite3
 

@@ -76,3 +76,6 @@ REST_FRAMEWORK = {
 }
 
 IDEMPOTENCY_CACHE_ALIAS = "idempotency"
+if os.environ.get("BENCH_UNFLUSHED_CLAIMS") == "1":
+    # ``--unflushed-claims``: PostgreSQL claims that do not wait for their WAL flush.
+    IDEMPOTENCY_STORAGE = "bench.views.UnflushedClaimsStorage"

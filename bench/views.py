@@ -11,6 +11,7 @@ from rest_framework import generics, serializers
 
 from bench.models import Payment
 from django_idempotency.mixins import IdempotencyMixin
+from django_idempotency.storage import DatabaseStorage
 
 
 class PaymentSerializer(serializers.ModelSerializer):
@@ -59,3 +60,9 @@ def create_payment(request: HttpRequest) -> JsonResponse:
         },
         status=201,
     )
+
+
+class UnflushedClaimsStorage(DatabaseStorage):
+    """``DatabaseStorage`` whose claims do not wait for their WAL flush (``--unflushed-claims``)."""
+
+    flush_claims = False

@@ -56,12 +56,23 @@ class DatabaseStorage(Storage):
     is_transactional = True
     max_scope_length = SCOPE_MAX_LENGTH
     max_fingerprint_length = FINGERPRINT_MAX_LENGTH
+    #: Whether a claim made outside a transaction waits for its WAL flush on PostgreSQL.
+    #: ``False`` saves a flush per first request; a database crash within moments of the
+    #: claim can then lose it, and a retry may overlap a view still running: opt in only
+    #: after reading docs/design-choice.md, "The claim's commit".
+    flush_claims = True
 
     def __init__(
-        self, using: str | None = None, *, clock: Callable[[], datetime] = timezone.now
+        self,
+        using: str | None = None,
+        *,
+        clock: Callable[[], datetime] = timezone.now,
+        flush_claims: bool | None = None,
     ) -> None:
         self._using = using
         self.clock = clock
+        if flush_claims is not None:
+            self.flush_claims = flush_claims
 
     @property
     def using(self) -> str:
@@ -105,9 +116,21 @@ class DatabaseStorage(Storage):
                         if connection.in_atomic_block
                         else nullcontext()
                     )
+                    # Opted in, outside a transaction, PostgreSQL commits the claim without
+                    # waiting for its WAL flush: the view's transaction, committed
+                    # synchronously afterwards, flushes it (docs/design-choice.md).
+                    insert = (
+                        sql.insert_unflushed
+                        if sql.insert_unflushed is not None
+                        and not self.flush_claims
+                        and not connection.in_atomic_block
+                        and connection.get_autocommit()
+                        and _binds_client_side(connection)
+                        else sql.insert
+                    )
                     try:
                         with guard:
-                            _execute(connection, sql.insert, [scope, key, *fresh])
+                            _execute(connection, insert, [scope, key, *fresh])
                     except IntegrityError:
                         continue
                     return claim
@@ -216,6 +239,14 @@ class _Statements:
         )
         values = ", ".join(["%s"] * 11)
         self.insert = f"INSERT INTO {table} ({columns}) VALUES ({values})"
+        #: PostgreSQL, in autocommit: the claim's INSERT in an implicit transaction that does
+        #: not wait for its WAL flush. One round trip; ``SET LOCAL`` ends with the statement's
+        #: own transaction, so a pooled connection keeps its setting.
+        self.insert_unflushed = (
+            f"SET LOCAL synchronous_commit TO OFF; {self.insert}"
+            if connection.vendor == "postgresql"
+            else None
+        )
         self.take_over = (
             f"UPDATE {table} SET {state} = %s, {fingerprint} = %s, {token} = %s, "
             f"{method} = %s, {path} = %s, {created_at} = %s, {expires_at} = %s, "
@@ -251,6 +282,15 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
     if statements is None:
         statements = _STATEMENTS[cache_key] = _Statements(connection)
     return statements
+
+
+def _binds_client_side(connection: BaseDatabaseWrapper) -> bool:
+    """Whether parameters are bound client-side, which a multi-statement ``execute`` needs.
+
+    Django's PostgreSQL backend binds client-side unless ``OPTIONS["server_side_binding"]``
+    is ``True`` (psycopg 3 only; psycopg 2 always binds client-side).
+    """
+    return connection.settings_dict.get("OPTIONS", {}).get("server_side_binding") is not True
 
 
 def _execute(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> int:
