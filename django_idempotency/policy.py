@@ -175,7 +175,7 @@ def _applies_despite_misconfiguration(request: HttpRequest, overrides: Mapping[s
             methods = upper_methods(overrides["methods"])
     else:
         with contextlib.suppress(ImproperlyConfigured):
-            methods = upper_methods(idempotency_settings.METHODS)
+            methods = idempotency_settings.METHODS  # upper-cased as the table converts it
     header: str | None = None
     with contextlib.suppress(ImproperlyConfigured):
         header = idempotency_settings.HEADER

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
@@ -31,10 +32,7 @@ SETTING = "IDEMPOTENCY_STORAGE"
 
 def storage_class(path: str, *, source: str = SETTING) -> type[Storage]:
     """Return the Storage class ``path`` names; ``ImproperlyConfigured`` names ``source``."""
-    try:
-        return _find(path)
-    except _NotAStorage as problem:
-        raise ImproperlyConfigured(f"{source} is {path!r}, which {problem}.") from problem
+    return _or_refuse(_find, path, source)
 
 
 def get_storage(storage: str | Storage, *, source: str = SETTING) -> Storage:
@@ -45,10 +43,7 @@ def get_storage(storage: str | Storage, *, source: str = SETTING) -> Storage:
     """
     if isinstance(storage, Storage):
         return storage
-    try:
-        return _instance(storage)
-    except _NotAStorage as problem:
-        raise ImproperlyConfigured(f"{source} is {storage!r}, which {problem}.") from problem
+    return _or_refuse(_instance, storage, source)
 
 
 def configured_storage() -> Storage:
@@ -79,6 +74,16 @@ def is_configured(kind: Literal["DatabaseStorage", "CacheStorage"]) -> bool:
     except ImproperlyConfigured:  # includes CacheStorage without django-redis
         return False
     return issubclass(configured, built_in)
+
+
+T = TypeVar("T")
+
+
+def _or_refuse(find: Callable[[str], T], path: str, source: str) -> T:
+    try:
+        return find(path)
+    except _NotAStorage as problem:
+        raise ImproperlyConfigured(f"{source} is {path!r}, which {problem}.") from problem
 
 
 class _NotAStorage(Exception):
