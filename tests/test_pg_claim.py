@@ -1,11 +1,12 @@
-"""PostgreSQL's claim outside a transaction, opted in to commit without waiting for its flush.
+"""PostgreSQL's claim: one call of ``django_idempotency_claim`` (migration 0002).
 
-``DatabaseStorage(flush_claims=False)`` sends ``SET LOCAL synchronous_commit TO OFF; INSERT …``
-in one round trip when no transaction is open (docs/design-choice.md, "The claim's commit");
-by default the claim is flushed as before. These tests hold it to what that must not change:
-the setting ends with the claim's own implicit transaction (a pooled connection, and the
-view's commit after it, stay synchronous), a claim inside a transaction leaves the caller's
-setting alone, and a lost race is still an ``IntegrityError`` that the next attempt reads.
+The function reads the record and claims it in one round trip. Opted in with
+``DatabaseStorage(flush_claims=False)``, a claim made when no transaction is open commits
+without waiting for its WAL flush (docs/design-choice.md, "The claim's commit"); by default it
+is flushed. These tests hold it to what that must not change: the setting ends with the
+claim's own implicit transaction (a pooled connection, and the view's commit after it, stay
+synchronous), a claim inside a transaction leaves the caller's setting alone, and a lost race
+is read, not taken.
 The race is staged with a claim held open in another transaction; the test waits until the
 contender is seen blocked on it in ``pg_stat_activity``, not for a guessed time.
 """
@@ -38,6 +39,19 @@ def synchronous_commit() -> str:
     return str(row[0])
 
 
+def claim_calls(queries: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in queries if "django_idempotency_claim(" in q["sql"]]
+
+
+def test_claim__is_one_round_trip() -> None:
+    with CaptureQueriesContext(connection) as queries:
+        claim = DatabaseStorage().claim("scope", uuid.uuid4().hex, "fp", lease=LEASE)
+
+    assert isinstance(claim, Claim)
+    assert len(queries) == 1
+    assert claim_calls(queries) == [queries[0]["sql"]]
+
+
 def test_claim__outside_a_transaction_is_unflushed_and_the_setting_does_not_outlive_it() -> None:
     before = synchronous_commit()
     with CaptureQueriesContext(connection) as queries:
@@ -46,12 +60,27 @@ def test_claim__outside_a_transaction_is_unflushed_and_the_setting_does_not_outl
         )
 
     assert isinstance(claim, Claim)
-    assert [q["sql"].startswith("SET LOCAL synchronous_commit TO OFF;") for q in queries] == [
-        False,
-        True,
-    ]
+    [call] = claim_calls(queries)
+    assert call.endswith("false::boolean)")
     assert synchronous_commit() == before
     assert IdempotencyKey.objects.filter(token=claim.token).exists()
+
+
+def test_claim__unflushed_the_function_turns_synchronous_commit_off_for_its_transaction() -> None:
+    # What the function does with the flag, seen from inside the transaction it runs in.
+    before = synchronous_commit()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT o_claimed FROM django_idempotency_claim(%s, %s, 'fp', %s, 'POST', "
+                "'/', interval '60 seconds', false)",
+                ["scope", uuid.uuid4().hex, uuid.uuid4().hex],
+            )
+            assert cursor.fetchone() == (True,)
+        inside = synchronous_commit()
+
+    assert inside == "off"
+    assert synchronous_commit() == before
 
 
 def test_claim__by_default_is_flushed() -> None:
@@ -59,7 +88,8 @@ def test_claim__by_default_is_flushed() -> None:
         claim = DatabaseStorage().claim("scope", uuid.uuid4().hex, "fp", lease=LEASE)
 
     assert isinstance(claim, Claim)
-    assert not any("synchronous_commit" in q["sql"] for q in queries)
+    [call] = claim_calls(queries)
+    assert call.endswith("true::boolean)")
 
 
 def test_claim__inside_a_transaction_leaves_the_callers_commit_synchronous() -> None:
@@ -71,7 +101,8 @@ def test_claim__inside_a_transaction_leaves_the_callers_commit_synchronous() -> 
 
     assert isinstance(claim, Claim)
     assert setting != "off"
-    assert not any("synchronous_commit TO OFF" in q["sql"] for q in queries)
+    [call] = claim_calls(queries)
+    assert call.endswith("true::boolean)")
 
 
 def test_claim__a_claim_committed_after_the_read_is_read_not_taken() -> None:
@@ -107,7 +138,7 @@ def test_claim__a_claim_committed_after_the_read_is_read_not_taken() -> None:
     second = threading.Thread(target=contender)
     second.start()
     try:
-        # The contender's INSERT waits on the holder's uncommitted row: a condition, polled.
+        # The contender's claim waits on the holder's uncommitted row: a condition, polled.
         deadline = time.monotonic() + JOIN_SECONDS
         while not _a_claim_waits_on_a_lock():
             assert time.monotonic() < deadline, "the contender never blocked on the claim"
@@ -131,7 +162,7 @@ def _a_claim_waits_on_a_lock() -> bool:
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
             "AND wait_event_type = 'Lock' AND query LIKE %s",
-            ["SET LOCAL synchronous_commit%INSERT INTO%"],
+            ["SELECT * FROM django_idempotency_claim(%"],
         )
         row = cursor.fetchone()
     return bool(row and row[0])

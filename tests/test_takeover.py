@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, connections, transaction
 from django.http.response import HttpResponseBase
 from django.test import Client, override_settings
 from django.utils import timezone
@@ -268,19 +269,82 @@ def test_take_over__loses_to_a_request_that_took_the_key_first() -> None:
     storage = DatabaseStorage()
     assert isinstance(storage.claim("scope", "k", "fp", lease=timedelta(minutes=1)), Claim)
     expire_now("k", storage=storage)
+    if connection.vendor == "postgresql":
+        # The read and the take-over run inside the claim function: the other request's
+        # take-over is held uncommitted until ours is seen waiting on its row.
+        raced, result = _claim_while_another_takes_over(storage)
+    else:
+        raced, result = _claim_after_another_took_over(storage)
+
+    assert raced, "no take-over was attempted; the test proves nothing"
+    assert isinstance(result, Record)
+    assert result.token == "t" * 32
+
+
+def _other_request_takes_over() -> None:
+    IdempotencyKey.objects.filter(key="k").update(
+        token="t" * 32, expires_at=timezone.now() + timedelta(minutes=1)
+    )
+
+
+def _claim_after_another_took_over(storage: DatabaseStorage) -> tuple[list[str], Claim | Record]:
     raced: list[str] = []
 
     def another_request_first(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         if not raced and on_the_table("UPDATE")(sql):
             raced.append(sql)
-            IdempotencyKey.objects.filter(key="k").update(
-                token="t" * 32, expires_at=timezone.now() + timedelta(minutes=1)
-            )
+            _other_request_takes_over()
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(another_request_first):
         result = storage.claim("scope", "k", "fp", lease=timedelta(minutes=1))
+    return raced, result
 
-    assert raced, "no take-over was attempted; the test proves nothing"
-    assert isinstance(result, Record)
-    assert result.token == "t" * 32
+
+def _claim_while_another_takes_over(storage: DatabaseStorage) -> tuple[list[str], Claim | Record]:
+    taken, go = threading.Event(), threading.Event()
+    results: list[Claim | Record | BaseException] = []
+
+    def other_request() -> None:
+        try:
+            with transaction.atomic():
+                _other_request_takes_over()
+                taken.set()
+                go.wait(JOIN_SECONDS)
+        finally:
+            connections.close_all()
+
+    def ours() -> None:
+        try:
+            results.append(storage.claim("scope", "k", "fp", lease=timedelta(minutes=1)))
+        except BaseException as exc:  # pragma: no cover - reported by the assertions
+            results.append(exc)
+        finally:
+            connections.close_all()
+
+    other = threading.Thread(target=other_request)
+    other.start()
+    assert taken.wait(JOIN_SECONDS)
+    claimer = threading.Thread(target=ours)
+    claimer.start()
+    raced: list[str] = []
+    try:
+        deadline = time.monotonic() + JOIN_SECONDS
+        while not raced:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT query FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query LIKE %s",
+                    ["%django_idempotency_claim(%"],
+                )
+                raced = [str(row[0]) for row in cursor.fetchall()]
+            assert time.monotonic() < deadline, "our claim never waited on the other's row"
+            if not raced:
+                time.sleep(0.01)
+    finally:
+        go.set()
+        other.join(JOIN_SECONDS)
+        claimer.join(JOIN_SECONDS)
+    [result] = results
+    assert not isinstance(result, BaseException), result
+    return raced, result

@@ -21,6 +21,7 @@ from django_idempotency.models import (
     IdempotencyKey,
     records_database,
 )
+from django_idempotency.storage import postgresql
 from django_idempotency.storage.base import (
     Claim,
     Origin,
@@ -37,6 +38,9 @@ from django_idempotency.storage.base import (
 # record, which the next read then returns.
 _CLAIM_ATTEMPTS = 3
 _UNAVAILABLE = "the idempotency database did not answer"
+_CONTENDED = "the idempotency key is contended; retry"
+#: The connection attribute naming the outermost block that ``atomic()`` opened, if any.
+_OWN_BLOCK = "_django_idempotency_block"
 
 
 class DatabaseStorage(Storage):
@@ -44,8 +48,10 @@ class DatabaseStorage(Storage):
 
     The request path speaks plain SQL, quoted and adapted by Django's own backend
     operations so it runs on every database Django supports: compiling the same three
-    ORM queries cost more than the view it protects (docs/benchmarks.md). Operators'
-    tools (admin, purge) use the ORM.
+    ORM queries cost more than the view it protects (docs/benchmarks.md). On PostgreSQL
+    the claim and the completion call the same statements as functions (migration 0002):
+    the server keeps their plans, and a claim is one round trip. Operators' tools (admin,
+    purge) use the ORM.
 
     Leases and retention are measured by the database server's clock (``clock.now_sql``),
     read by the claim's own SELECT, so app servers whose clocks disagree agree on when a
@@ -89,19 +95,32 @@ class DatabaseStorage(Storage):
     ) -> Claim | Record:
         connection = connections[self.using]
         sql = _statements(connection)
+        # A label for the operator who finds the record, so a kind longer than its column
+        # is cut rather than fail the claim.
+        kind = origin.kind[:METHOD_MAX_LENGTH]
+        token = new_token()
         try:
+            if sql.functions:
+                return self._claim_by_function(
+                    connection,
+                    scope,
+                    key,
+                    fingerprint,
+                    token,
+                    lease,
+                    kind,
+                    origin.name,
+                )
             for _attempt in range(_CLAIM_ATTEMPTS):
                 now, row = self._read(connection, sql, scope, key)
                 if row is not None and to_datetime(row[4]) > now:
                     return _to_record(scope, key, row)
-                claim = Claim(scope, key, fingerprint, new_token(), now + lease, claimed_at=now)
+                claim = Claim(scope, key, fingerprint, token, now + lease, claimed_at=now)
                 fresh = [
                     State.IN_FLIGHT.value,
                     fingerprint,
                     claim.token,
-                    # The origin lands in the columns the admin shows; a label, so a kind
-                    # longer than its column is cut rather than fail the claim.
-                    origin.kind[:METHOD_MAX_LENGTH],
+                    kind,
                     origin.name,
                     _adapt_datetime(connection, now),
                     _adapt_datetime(connection, claim.expires_at),
@@ -116,21 +135,9 @@ class DatabaseStorage(Storage):
                         if connection.in_atomic_block
                         else nullcontext()
                     )
-                    # Opted in, outside a transaction, PostgreSQL commits the claim without
-                    # waiting for its WAL flush: the view's transaction, committed
-                    # synchronously afterwards, flushes it (docs/design-choice.md).
-                    insert = (
-                        sql.insert_unflushed
-                        if sql.insert_unflushed is not None
-                        and not self.flush_claims
-                        and not connection.in_atomic_block
-                        and connection.get_autocommit()
-                        and _binds_client_side(connection)
-                        else sql.insert
-                    )
                     try:
                         with guard:
-                            _execute(connection, insert, [scope, key, *fresh])
+                            _execute(connection, sql.insert, [scope, key, *fresh])
                     except IntegrityError:
                         continue
                     return claim
@@ -141,7 +148,34 @@ class DatabaseStorage(Storage):
                     return claim
         except DatabaseError as exc:
             raise StorageUnavailable(_UNAVAILABLE) from exc
-        raise StorageUnavailable("the idempotency key is contended; retry")
+        raise StorageUnavailable(_CONTENDED)
+
+    def _claim_by_function(
+        self,
+        connection: BaseDatabaseWrapper,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        token: str,
+        lease: timedelta,
+        kind: str,
+        name: str,
+    ) -> Claim | Record:
+        """Claim in one call of the database's claim function (PostgreSQL, migration 0002)."""
+        # Opted in, alone in autocommit, the claim commits without waiting for its WAL flush:
+        # the view's transaction, committed synchronously afterwards, flushes it
+        # (docs/design-choice.md, "The claim's commit").
+        flush = self.flush_claims or connection.in_atomic_block or not connection.get_autocommit()
+        row = postgresql.claim(
+            connection, [scope, key, fingerprint, token, kind, name, lease, flush]
+        )
+        now, claimed, *record = row
+        if claimed is None:
+            raise StorageUnavailable(_CONTENDED)
+        if not claimed:
+            return _to_record(scope, key, record)
+        store_now = to_datetime(now)
+        return Claim(scope, key, fingerprint, token, store_now + lease, claimed_at=store_now)
 
     def complete(
         self, claim: Claim, response: StoredResponse, *, ttl: timedelta, replayable: bool = True
@@ -162,15 +196,34 @@ class DatabaseStorage(Storage):
             claim.scope,
             claim.key,
             claim.token,
-            State.IN_FLIGHT.value,
-            *sql.now_params(connection, self.clock),
         ]
+        if sql.functions and self._ends_transaction(connection):
+            postgresql.complete_and_commit(connection, params, key=claim.key)
+            return
         try:
-            completed = _execute(connection, sql.complete, params)
+            if sql.functions:
+                completed = postgresql.complete(connection, params)
+            else:
+                fence = [State.IN_FLIGHT.value, *sql.now_params(connection, self.clock)]
+                completed = bool(_execute(connection, sql.complete, [*params, *fence]))
         except DatabaseError as exc:
             raise StorageUnavailable(_UNAVAILABLE) from exc
         if not completed:
             raise OwnershipLost(f"the claim on {claim.key!r} ended before the view finished")
+
+    def _ends_transaction(self, connection: BaseDatabaseWrapper) -> bool:
+        """Whether a completion now is the last statement of this storage's own transaction.
+
+        Inside ``atomic()``'s outermost block, with no block of anyone else's open, the engine
+        commits right after completing (DESIGN §5): the two can share a round trip.
+        """
+        block = getattr(connection, _OWN_BLOCK, None)
+        return (
+            block is not None
+            and connection.atomic_blocks == [block]
+            and not connection.needs_rollback
+            and postgresql.can_commit_with_completion(connection)
+        )
 
     def release(self, claim: Claim) -> bool:
         connection = connections[self.using]
@@ -203,8 +256,18 @@ class DatabaseStorage(Storage):
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
+        connection = connections[self.using]
+        outermost = not connection.in_atomic_block
         with transaction.atomic(using=self.using):
-            yield
+            if not outermost:
+                yield
+                return
+            # Marked as this storage's, so complete() may commit it (_ends_transaction).
+            setattr(connection, _OWN_BLOCK, connection.atomic_blocks[-1])
+            try:
+                yield
+            finally:
+                setattr(connection, _OWN_BLOCK, None)
 
 
 class _Statements:
@@ -239,14 +302,8 @@ class _Statements:
         )
         values = ", ".join(["%s"] * 11)
         self.insert = f"INSERT INTO {table} ({columns}) VALUES ({values})"
-        #: PostgreSQL, in autocommit: the claim's INSERT in an implicit transaction that does
-        #: not wait for its WAL flush. One round trip; ``SET LOCAL`` ends with the statement's
-        #: own transaction, so a pooled connection keeps its setting.
-        self.insert_unflushed = (
-            f"SET LOCAL synchronous_commit TO OFF; {self.insert}"
-            if connection.vendor == "postgresql"
-            else None
-        )
+        #: PostgreSQL: the claim and the completion as functions (storage/postgresql.py).
+        self.functions = postgresql.uses_functions(connection)
         self.take_over = (
             f"UPDATE {table} SET {state} = %s, {fingerprint} = %s, {token} = %s, "
             f"{method} = %s, {path} = %s, {created_at} = %s, {expires_at} = %s, "
@@ -282,15 +339,6 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
     if statements is None:
         statements = _STATEMENTS[cache_key] = _Statements(connection)
     return statements
-
-
-def _binds_client_side(connection: BaseDatabaseWrapper) -> bool:
-    """Whether parameters are bound client-side, which a multi-statement ``execute`` needs.
-
-    Django's PostgreSQL backend binds client-side unless ``OPTIONS["server_side_binding"]``
-    is ``True`` (psycopg 3 only; psycopg 2 always binds client-side).
-    """
-    return connection.settings_dict.get("OPTIONS", {}).get("server_side_binding") is not True
 
 
 def _execute(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> int:
