@@ -98,9 +98,13 @@ def test_completion__of_a_lost_claim_commits_nothing_and_the_view_writes_roll_ba
     taken = storage.claim("scope", claim.key, "fp", lease=LEASE)
     assert isinstance(taken, Claim)
 
-    with pytest.raises(OwnershipLost), storage.atomic():
-        Order.objects.create(item=claim.key)
-        storage.complete(claim, RESPONSE, ttl=TTL)
+    def view_then_complete() -> None:
+        with storage.atomic():
+            Order.objects.create(item=claim.key)
+            storage.complete(claim, RESPONSE, ttl=TTL)
+
+    with pytest.raises(OwnershipLost):
+        view_then_complete()
 
     assert committed_orders(observer, claim.key) == 0
     assert committed_state(observer, claim.key) == "in_flight"
@@ -113,16 +117,22 @@ def test_completion__whose_commit_fails_raises_the_commits_error_and_keeps_nothi
 ) -> None:
     storage = DatabaseStorage()
     claim = new_claim(storage)
-    with pytest.raises(IntegrityError), storage.atomic():
-        Order.objects.create(item=claim.key)
-        with connection.cursor() as cursor:
-            # A constraint checked only at COMMIT, as Django's foreign keys are on PostgreSQL.
-            cursor.execute(
-                "CREATE TEMPORARY TABLE deferred_check (id int UNIQUE DEFERRABLE "
-                "INITIALLY DEFERRED) ON COMMIT DROP"
-            )
-            cursor.execute("INSERT INTO deferred_check VALUES (1), (1)")
-        storage.complete(claim, RESPONSE, ttl=TTL)
+
+    def view_then_complete() -> None:
+        with storage.atomic():
+            Order.objects.create(item=claim.key)
+            with connection.cursor() as cursor:
+                # A constraint checked only at COMMIT, as Django's foreign keys are on
+                # PostgreSQL.
+                cursor.execute(
+                    "CREATE TEMPORARY TABLE deferred_check (id int UNIQUE DEFERRABLE "
+                    "INITIALLY DEFERRED) ON COMMIT DROP"
+                )
+                cursor.execute("INSERT INTO deferred_check VALUES (1), (1)")
+            storage.complete(claim, RESPONSE, ttl=TTL)
+
+    with pytest.raises(IntegrityError):
+        view_then_complete()
 
     assert committed_orders(observer, claim.key) == 0
     assert committed_state(observer, claim.key) == "in_flight"
@@ -150,10 +160,9 @@ def test_completion__with_a_block_of_the_views_still_open_commits_nothing_early(
 ) -> None:
     storage = DatabaseStorage()
     claim = new_claim(storage)
-    with storage.atomic():
-        with transaction.atomic():
-            Order.objects.create(item=claim.key)
-            storage.complete(claim, RESPONSE, ttl=TTL)
-            assert committed_state(observer, claim.key) == "in_flight"
+    with storage.atomic(), transaction.atomic():
+        Order.objects.create(item=claim.key)
+        storage.complete(claim, RESPONSE, ttl=TTL)
+        assert committed_state(observer, claim.key) == "in_flight"
     assert committed_orders(observer, claim.key) == 1
     assert committed_state(observer, claim.key) == "completed"
