@@ -46,10 +46,22 @@ def failing_queries(
             opened.execute_wrappers.remove(refuse)
 
 
+#: On PostgreSQL the claim and the completion are function calls (migration 0002): each counts
+#: as the statement it stands for, the claim's ``INSERT`` and the completion's ``UPDATE``.
+FUNCTIONS = {"INSERT": "django_idempotency_claim(", "UPDATE": "django_idempotency_complete("}
+
+
 def on_the_idempotency_table(sql: str) -> bool:
-    return TABLE in sql
+    return TABLE in sql or any(function in sql for function in FUNCTIONS.values())
 
 
 def on_the_table(verb: str) -> Callable[[str], bool]:
     """Pick the statements of one kind (``"UPDATE"``, ``"DELETE"``…) on the keys' table."""
-    return lambda sql: sql.startswith(verb) and on_the_idempotency_table(sql)
+    function = FUNCTIONS.get(verb)
+
+    def matches(sql: str) -> bool:
+        if function is not None and function in sql:
+            return True
+        return sql.startswith(verb) and TABLE in sql
+
+    return matches

@@ -70,6 +70,7 @@ def complete_and_commit(
 
     A lost claim raises in the function, which keeps the ``COMMIT`` from running: the
     transaction stays open, failed, for ``atomic()`` to roll back with the view's writes.
+    A ``COMMIT`` that fails is raised as it is; any other failure is ``StorageUnavailable``.
     """
     try:
         with connection.cursor() as cursor:
@@ -77,16 +78,19 @@ def complete_and_commit(
     except DatabaseError as exc:
         if getattr(exc.__cause__, "sqlstate", None) == _CLAIM_LOST_SQLSTATE:
             raise OwnershipLost(f"the claim on {key!r} ended before the view finished") from None
-        if _transaction_failed(connection):
-            # The completion failed, the COMMIT did not run: as for any store failure.
-            raise StorageUnavailable("the idempotency database did not answer") from exc
-        # The COMMIT itself failed (a deferred constraint of the view's writes, a lost
-        # connection): raised as from a commit, by which nothing was kept.
-        raise
+        if _committed_and_failed(connection):
+            # The COMMIT itself ran and failed (a deferred constraint of the view's writes):
+            # raised as from a commit, by which nothing was kept.
+            raise
+        # The completion failed or never reached the server, or the connection is gone
+        # (a COMMIT then either kept the view's writes with the completed record, or
+        # nothing): as for any store failure, the client is told to retry.
+        raise StorageUnavailable("the idempotency database did not answer") from exc
 
 
-def _transaction_failed(connection: BaseDatabaseWrapper) -> bool:
+def _committed_and_failed(connection: BaseDatabaseWrapper) -> bool:
+    """Whether the server ended the transaction: only a failed ``COMMIT`` leaves it idle."""
     from psycopg.pq import TransactionStatus
 
     status = connection.connection.info.transaction_status
-    return bool(status == TransactionStatus.INERROR)
+    return bool(status == TransactionStatus.IDLE)
