@@ -24,6 +24,7 @@ from django.test.utils import CaptureQueriesContext
 
 from django_idempotency.models import IdempotencyKey
 from django_idempotency.storage import Claim, DatabaseStorage, Record, State
+from tests.pg_locks import claims_waiting_on_a_lock
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -140,7 +141,7 @@ def test_claim__a_claim_committed_after_the_read_is_read_not_taken() -> None:
     try:
         # The contender's claim waits on the holder's uncommitted row: a condition, polled.
         deadline = time.monotonic() + JOIN_SECONDS
-        while not _a_claim_waits_on_a_lock():
+        while not claims_waiting_on_a_lock():
             assert time.monotonic() < deadline, "the contender never blocked on the claim"
             time.sleep(0.01)
     finally:
@@ -155,14 +156,3 @@ def test_claim__a_claim_committed_after_the_read_is_read_not_taken() -> None:
     assert lost.state is State.IN_FLIGHT
     assert lost.token == owner.token
     assert IdempotencyKey.objects.filter(scope="scope", key=key).count() == 1
-
-
-def _a_claim_waits_on_a_lock() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND query LIKE %s",
-            ["SELECT * FROM django_idempotency_claim(%"],
-        )
-        row = cursor.fetchone()
-    return bool(row and row[0])

@@ -34,6 +34,7 @@ from django_idempotency.exceptions import IdempotencyLeaseExpired
 from django_idempotency.models import IdempotencyKey
 from django_idempotency.storage import Claim, DatabaseStorage, Record
 from tests.leases import expire_now, wait_for_expiry
+from tests.pg_locks import claims_waiting_on_a_lock
 from tests.store_faults import on_the_table
 from tests.testapp import views
 from tests.testapp.models import Execution, Order
@@ -331,13 +332,7 @@ def _claim_while_another_takes_over(storage: DatabaseStorage) -> tuple[list[str]
     try:
         deadline = time.monotonic() + JOIN_SECONDS
         while not raced:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT query FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND query LIKE %s",
-                    ["%django_idempotency_claim(%"],
-                )
-                raced = [str(row[0]) for row in cursor.fetchall()]
+            raced = claims_waiting_on_a_lock()
             assert time.monotonic() < deadline, "our claim never waited on the other's row"
             if not raced:
                 time.sleep(0.01)
