@@ -276,6 +276,8 @@ def print_table(results: dict[str, Any]) -> None:
             "  cpu ms: median CPU time of the benchmark process per request (Python, the drivers'"
             " client side); the rest of 'median ms' is waiting for the database or Redis"
         )
+        if result.get("floor_ms"):
+            print_floor(result["floor_ms"], result["variants"])
         if result.get("profile"):
             print_profile(result["profile"])
         atomic = result["variants"].get("drf.bare.atomic")
@@ -290,6 +292,29 @@ def print_table(results: dict[str, Any]) -> None:
             )
         for note in result["notes"]:
             print(f"  note: {note}")
+
+
+def print_floor(floor: dict[str, float], rows: dict[str, dict[str, Any]]) -> None:
+    """Print the round trips' own cost (bench/floor.py) and the ratios it leaves room for."""
+    added = floor["first"] - floor["bare"]
+    print(
+        f"  database floor (bench/floor.py: the same statements through psycopg alone, same run):"
+        f" the bare view's INSERT {floor['bare']:.3f} ms; a first request's claim, BEGIN, INSERT"
+        f" and completion with COMMIT {floor['first']:.3f} ms (+{added:.3f} ms); a replay's"
+        f" claim {floor['replay']:.3f} ms"
+    )
+    bounds = [
+        f"{rows[bare]['label']} {(rows[bare]['median_ms'] + added) / rows[bare]['median_ms']:.2f}x"
+        for bare in ("drf.bare", "plain.bare")
+        if bare in rows
+    ]
+    print(f"  so no first request can be faster than, against: {', '.join(bounds)}")
+    reads = [
+        f"{rows[bare]['label']} {floor['replay'] / rows[bare]['median_ms']:.2f}x"
+        for bare in ("drf.bare", "plain.bare")
+        if bare in rows
+    ]
+    print(f"  and a replay's claim alone is, against: {', '.join(reads)}")
 
 
 def print_profile(profile: dict[str, dict[str, float]]) -> None:
@@ -434,6 +459,20 @@ def run_child(args: argparse.Namespace) -> int:
         row["ratio_p99"] = row["p99_ms"] / base["p99_ms"]
         row["queries"] = queries[v.name]
     gc.unfreeze()
+    floor: dict[str, float] = {}
+    if connection.vendor == "postgresql":
+        from bench import floor as database_floor
+
+        connection.ensure_connection()
+        floor = {
+            name: _median(values) / 1e6
+            for name, values in database_floor.measure(
+                connection.connection,
+                args.requests,
+                args.seed,
+                flush_claims=os.environ.get("BENCH_UNFLUSHED_CLAIMS") != "1",
+            ).items()
+        }
     profile = (
         {v.label: _profile(call, v, args.profile, args.profile_functions) for v in variants}
         if args.profile
@@ -442,6 +481,8 @@ def run_child(args: argparse.Namespace) -> int:
     if any(v.needs_redis for v in variants):
         _delete_redis_keys()
     result = {"server": _server_description(), "variants": rows, "notes": notes}
+    if floor:
+        result["floor_ms"] = floor
     if profile:
         result["profile"] = profile
     with open(args.child_output, "w") as file:

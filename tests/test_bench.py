@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,3 +45,23 @@ def test_bench_requests__prints_every_variant_with_its_cpu_time_and_profile(
     assert "profiled ms per request by package" in run.stdout
     assert "django_idempotency" in run.stdout
     assert "against the bare view in a transaction" in run.stdout
+
+
+@pytest.mark.postgres
+def test_bench_requests__prints_the_database_floor_under_the_ratios(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    command = [sys.executable, "-m", "bench.requests", "-n", "5", "--warmup", "1"]
+    command += ["--databases", "postgres", "--no-redis", "--json", str(results)]
+    # Its own database: another test run on this server may be benchmarking too.
+    env = {**os.environ, "BENCH_PG_NAME": f"idempotency_bench_{uuid.uuid4().hex[:12]}"}
+
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+    assert run.returncode == 0, run.stderr
+    floor = json.loads(results.read_text())["databases"]["postgres"]["floor_ms"]
+    assert set(floor) == {"bare", "first", "replay"}
+    # A first request's sequence holds the bare one's INSERT and three round trips more.
+    assert floor["first"] > floor["bare"] > 0
+    assert floor["replay"] > 0
+    assert "database floor (bench/floor.py" in run.stdout
+    assert "so no first request can be faster than" in run.stdout
