@@ -26,6 +26,7 @@ from django_idempotency.exceptions import (
 )
 from django_idempotency.held import Held
 from django_idempotency.keys import parse_key
+from django_idempotency.outcomes import Outcome, Subject, report, report_error
 from django_idempotency.policy import Policy
 from django_idempotency.responses import (
     PROBLEM_CONTENT_TYPE,
@@ -34,7 +35,6 @@ from django_idempotency.responses import (
     replay_response,
 )
 from django_idempotency.scopes import ANONYMOUS, resolve_anonymous
-from django_idempotency.signals import idempotency_failed_open, idempotency_replayed
 from django_idempotency.storage.base import (
     Claim,
     Origin,
@@ -44,8 +44,6 @@ from django_idempotency.storage.base import (
     StorageUnavailable,
     StoredResponse,
 )
-
-logger = logging.getLogger(__name__)
 
 # How often a request in "wait" mode looks again at an in-flight key.
 _WAIT_POLL_SECONDS = 0.05
@@ -97,30 +95,38 @@ def _begin(request: HttpRequest, policy: Policy) -> Execution | HttpResponse | N
         raise IdempotencyRequestTooLarge from exc
     # For the operator who finds the record: what claimed it, in the storage's neutral terms.
     origin = Origin(kind=method, name=request.path)
+    subject = Subject(request, key, scope)
     deadline = time.monotonic() + policy.wait_timeout.total_seconds()
+    try:
+        return _claim(policy, subject, fingerprint, origin, deadline)
+    except IdempotencyError as error:
+        report_error(error, subject, "claim")
+        raise
+
+
+def _claim(
+    policy: Policy, subject: Subject, fingerprint: str, origin: Origin, deadline: float
+) -> Execution | HttpResponse | None:
+    request = subject.request
     while True:
+        started = time.perf_counter()
         try:
             result = policy.storage.claim(
-                scope, key, fingerprint, lease=policy.lease, origin=origin
+                subject.scope, subject.key, fingerprint, lease=policy.lease, origin=origin
             )
         except StorageUnavailable as exc:
             if policy.fail_open:
-                logger.warning(
-                    "Idempotency store unavailable; %s %s runs unprotected (fail-open).",
-                    method,
-                    request.path,
-                    exc_info=exc,
-                )
-                idempotency_failed_open.send(sender=Policy, request=request, key=key, error=exc)
+                report(Outcome.FAILED_OPEN, subject, "claim", started, error=exc)
                 return None
             raise IdempotencyStoreUnavailable(retry_after=policy.retry_after) from exc
         if isinstance(result, Claim):
-            return Execution(policy, result)
+            report(Outcome.CLAIMED, subject, "claim", started)
+            return Execution(policy, result, subject)
         replay = _answer_existing(
             result, fingerprint, policy, request.headers.get("Accept-Encoding")
         )
         if replay is not None:
-            idempotency_replayed.send(sender=Policy, request=request, key=key)
+            report(Outcome.REPLAYED, subject, "claim", started, status=replay.status_code)
             return replay
         if policy.on_conflict != "wait" or time.monotonic() >= deadline:
             raise IdempotencyKeyInProgress(retry_after=policy.retry_after)
@@ -197,6 +203,13 @@ def _bounded(value: str, limit: int) -> str:
 _NOT_STORED_STATUSES = frozenset({401, 403, 409, 429})
 
 
+# What the log says of a store that failed, or a lease that ended, once the view had run.
+_LATE = "An idempotent request finished after its lease ended; its response was sent"
+_UNSTORED = "Could not store the response of an idempotent request; the key frees at lease end"
+_UNKEPT = "Could not store the failed outcome of an idempotent request; the key frees at lease end"
+_UNRELEASED = "Could not release an idempotency key; it frees when its lease ends"
+
+
 class Execution:
     """A request that owns its key: open the transaction, then store or release the outcome.
 
@@ -205,9 +218,10 @@ class Execution:
     kept in flight until its lease ends when the outcome is unknown.
     """
 
-    def __init__(self, policy: Policy, claim: Claim) -> None:
+    def __init__(self, policy: Policy, claim: Claim, subject: Subject) -> None:
         self.policy = policy
         self.claim = claim
+        self.subject = subject
         self._atomic: Held | None = None
         self._is_atomic = policy.is_atomic
         self._settled = False
@@ -221,6 +235,7 @@ class Execution:
         except Exception as exc:
             # The view has not run: free the key, and answer as for any store failure.
             self._settle(release=True)
+            report(Outcome.STORE_UNAVAILABLE, self.subject, status=503, error=exc)
             raise IdempotencyStoreUnavailable(retry_after=self.policy.retry_after) from exc
 
     def finish(self, response: HttpResponseBase) -> HttpResponseBase:
@@ -236,6 +251,7 @@ class Execution:
         except BaseException as error:
             self.abort()
             if isinstance(error, IdempotencyError):
+                report_error(error, self.subject, "complete")
                 error.naming(self.policy.header)
             raise
 
@@ -252,13 +268,20 @@ class Execution:
         self._settle(release=False)
         if not self.policy.store_server_errors:
             return  # kept in flight: the lease, not a retry, ends it
+        started = time.perf_counter()
         try:
             self.policy.storage.complete(self.claim, _UNKNOWN_OUTCOME, ttl=self.policy.ttl)
-        except (OwnershipLost, StorageUnavailable):
-            logger.warning(
-                "Could not store the failed outcome of an idempotent request; "
-                "its key frees when its lease ends."
+        except (OwnershipLost, StorageUnavailable) as exc:
+            report(
+                Outcome.STORE_UNAVAILABLE,
+                self.subject,
+                "complete",
+                started,
+                error=exc,
+                says=_UNKEPT,
             )
+        else:
+            report(Outcome.COMPLETED, self.subject, "complete", started, status=500)
 
     def _finish(self, response: HttpResponseBase) -> HttpResponseBase:
         render = getattr(response, "render", None)
@@ -301,6 +324,7 @@ class Execution:
     def _complete(
         self, stored: StoredResponse, replayable: bool, response: HttpResponseBase
     ) -> HttpResponseBase:
+        started = time.perf_counter()
         try:
             self.policy.storage.complete(
                 self.claim, stored, ttl=self.policy.ttl, replayable=replayable
@@ -311,15 +335,23 @@ class Execution:
             if not self._is_atomic:
                 # Without a shared transaction the view's effects are done; the client
                 # still gets its response, but a retry after the takeover may run again.
-                logger.warning("An idempotent request finished after its lease ended.")
+                report(Outcome.LEASE_EXPIRED, self.subject, "complete", started, says=_LATE)
                 return response
             raise IdempotencyLeaseExpired(retry_after=self.policy.retry_after) from None
-        except StorageUnavailable:
+        except StorageUnavailable as exc:
             if not self._is_atomic:
                 # The view's effects are done but not recorded: the key stays in flight
                 # until its lease ends, so no retry runs it again before then.
                 self._settle(release=False)
-                logger.error("Could not store the response of an idempotent request.")
+                report(
+                    Outcome.STORE_UNAVAILABLE,
+                    self.subject,
+                    "complete",
+                    started,
+                    error=exc,
+                    level=logging.ERROR,
+                    says=_UNSTORED,
+                )
                 return response
             self._close(commit=False)
             self._settle(release=True)
@@ -328,6 +360,7 @@ class Execution:
         # since neither the view's writes nor the response were kept.
         self._close(commit=True)
         self._settled = True
+        report(Outcome.COMPLETED, self.subject, "complete", started, status=stored.status)
         return response
 
     def _close(self, *, commit: bool) -> None:
@@ -341,7 +374,10 @@ class Execution:
         self._settled = True
         if not release:
             return
+        started = time.perf_counter()
         try:
             self.policy.storage.release(self.claim)
         except StorageUnavailable:
-            logger.warning("Could not release an idempotency key; it frees when its lease ends.")
+            report(Outcome.STORE_UNAVAILABLE, self.subject, "release", started, says=_UNRELEASED)
+            return
+        report(Outcome.RELEASED, self.subject, "release", started)

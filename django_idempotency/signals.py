@@ -1,12 +1,47 @@
-"""Signals sent by the engine."""
+"""Signals sent by the engine: one per outcome of a keyed request (docs/observability.md).
+
+Every signal is sent with ``sender=Policy`` and the same arguments: ``request``, ``key``,
+``scope``, ``outcome`` (an ``outcomes.Outcome``), ``method``, ``view`` (the URL pattern's view
+name, or ``""`` when the request was not resolved), ``operation`` and ``store_seconds`` (the
+store call the outcome came from, ``"claim"``, ``"complete"`` or ``"release"``, and how long it
+took; ``None`` when no store call made it), ``status`` (the stored or answered HTTP status, or
+``None``) and ``error`` (the exception behind it, or ``None``).
+"""
 
 from __future__ import annotations
 
 from django.dispatch import Signal
 
-#: Sent each time a request runs unprotected because the store failed and the view fails open.
-#: Arguments: ``request``, ``key``, ``error``.
+#: The request claimed its key: its view runs now.
+idempotency_claimed = Signal()
+
+#: The view's response was stored under the key (``status``); a retry replays it.
+idempotency_completed = Signal()
+
+#: A stored response is replayed instead of running the view.
+idempotency_replayed = Signal()
+
+#: The key was used before for another request: refused (422, or ``mismatch_status``).
+idempotency_mismatch = Signal()
+
+#: The key's first request still runs: refused with 409, at once or after ``wait_timeout``.
+idempotency_in_progress = Signal()
+
+#: The request's claim ended before its view finished, and another request took the key.
+idempotency_lease_expired = Signal()
+
+#: The key was freed without a stored response (the view failed or was refused): a retry runs.
+idempotency_released = Signal()
+
+#: The key's response could not be stored (too large, or a streaming one): refused (422).
+idempotency_not_replayable = Signal()
+
+#: The store failed and the request was refused with 503 (fail-closed), or, once its view
+#: had run outside a shared transaction, its response was sent but not stored.
+idempotency_store_unavailable = Signal()
+
+#: The store failed and a fail-open view runs unprotected.
 idempotency_failed_open = Signal()
 
-#: Sent each time a stored response is replayed. Arguments: ``request``, ``key``.
-idempotency_replayed = Signal()
+#: A stored response is coded in a way the retry does not accept: refused (406).
+idempotency_replay_not_acceptable = Signal()

@@ -580,7 +580,7 @@ def test_store_unavailable__fail_open_runs_logs_and_signals(
 
     idempotency_failed_open.connect(receiver)
     try:
-        with caplog.at_level(logging.WARNING, logger="django_idempotency.engine"):
+        with caplog.at_level(logging.WARNING, logger="django_idempotency.outcomes"):
             response = send(client, url, {"label": "pay"}, key="k")
     finally:
         idempotency_failed_open.disconnect(receiver)

@@ -67,7 +67,7 @@ def test_redis_stopped_during_the_view__answers_the_view_and_never_500s(
 
     monkeypatch.setattr(CacheStorage, "complete", complete_after_outage)
 
-    with caplog.at_level(logging.ERROR, logger="django_idempotency.engine"):
+    with caplog.at_level(logging.ERROR, logger="django_idempotency.outcomes"):
         response = post("/plain/behave/", {"label": "pay"}, "k")
 
     assert response.status_code == 201

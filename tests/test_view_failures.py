@@ -265,7 +265,7 @@ def test_release_fails__the_answer_goes_out_and_the_key_waits_for_its_lease(
 ) -> None:
     url = ENTRY_POINTS["decorator"]
     with (
-        caplog.at_level(logging.WARNING, logger="django_idempotency.engine"),
+        caplog.at_level(logging.WARNING, logger="django_idempotency.outcomes"),
         failing_queries(on_the_table("DELETE")),
     ):
         first = post(client, url, {"status": 503}, key="k")
@@ -285,7 +285,7 @@ def test_unknown_outcome_cannot_be_stored__the_key_waits_for_its_lease(
     settings.IDEMPOTENCY_ATOMIC = False
     url, failing = ENTRY_POINTS["mixin"], {"label": "failing", "raise": True}
     with (
-        caplog.at_level(logging.WARNING, logger="django_idempotency.engine"),
+        caplog.at_level(logging.WARNING, logger="django_idempotency.outcomes"),
         failing_queries(on_the_table("UPDATE")),
     ):
         first = post(client, url, failing, key="k")

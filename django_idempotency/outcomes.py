@@ -1,0 +1,214 @@
+"""What became of a keyed request, told once: the outcome's signal and its log line.
+
+The engine calls ``report()`` at each outcome; receivers of the signals (the metrics of
+``django_idempotency.metrics``, a project's own) and the ``django_idempotency.outcomes``
+logger hear the same thing. A log line names the request's method and view, a hash of the key
+and the kind of its scope; never the key in clear, the scope's principal, a body or a header
+(docs/observability.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from django.dispatch import Signal
+from django.http import HttpRequest
+
+from django_idempotency import signals
+from django_idempotency.exceptions import (
+    IdempotencyError,
+    IdempotencyKeyInProgress,
+    IdempotencyKeyMismatch,
+    IdempotencyKeyNotReplayable,
+    IdempotencyLeaseExpired,
+    IdempotencyReplayNotAcceptable,
+    IdempotencyStoreUnavailable,
+)
+from django_idempotency.policy import Policy
+
+logger = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    CLAIMED = "claimed"
+    COMPLETED = "completed"
+    REPLAYED = "replayed"
+    MISMATCH = "mismatch"
+    IN_PROGRESS = "in_progress"
+    LEASE_EXPIRED = "lease_expired"
+    RELEASED = "released"
+    NOT_REPLAYABLE = "not_replayable"
+    REPLAY_NOT_ACCEPTABLE = "replay_not_acceptable"
+    STORE_UNAVAILABLE = "store_unavailable"
+    FAILED_OPEN = "failed_open"
+
+
+@dataclass(frozen=True)
+class _Telling:
+    signal: Signal
+    level: int
+    says: str
+
+
+#: Each outcome's signal, log level and what its log line says.
+TELLINGS: dict[Outcome, _Telling] = {
+    Outcome.CLAIMED: _Telling(signals.idempotency_claimed, logging.DEBUG, "claimed; the view runs"),
+    Outcome.COMPLETED: _Telling(
+        signals.idempotency_completed, logging.DEBUG, "response stored; retries replay it"
+    ),
+    Outcome.REPLAYED: _Telling(
+        signals.idempotency_replayed, logging.DEBUG, "replayed the stored response"
+    ),
+    Outcome.MISMATCH: _Telling(
+        signals.idempotency_mismatch, logging.INFO, "refused: the key was used for another request"
+    ),
+    Outcome.IN_PROGRESS: _Telling(
+        signals.idempotency_in_progress, logging.INFO, "refused: the key's request still runs"
+    ),
+    Outcome.LEASE_EXPIRED: _Telling(
+        signals.idempotency_lease_expired,
+        logging.WARNING,
+        "finished after its lease ended; another request had taken the key",
+    ),
+    Outcome.RELEASED: _Telling(
+        signals.idempotency_released, logging.DEBUG, "released; nothing stored, a retry runs"
+    ),
+    Outcome.NOT_REPLAYABLE: _Telling(
+        signals.idempotency_not_replayable,
+        logging.INFO,
+        "refused: the key's response could not be stored",
+    ),
+    Outcome.REPLAY_NOT_ACCEPTABLE: _Telling(
+        signals.idempotency_replay_not_acceptable,
+        logging.INFO,
+        "refused: the stored response's coding is not acceptable to the retry",
+    ),
+    Outcome.STORE_UNAVAILABLE: _Telling(
+        signals.idempotency_store_unavailable,
+        logging.WARNING,
+        "refused: the idempotency store did not answer (fail-closed)",
+    ),
+    Outcome.FAILED_OPEN: _Telling(
+        signals.idempotency_failed_open,
+        logging.WARNING,
+        "the idempotency store did not answer; the view runs unprotected (fail-open)",
+    ),
+}
+
+#: The outcome each error the engine answers with stands for.
+ERROR_OUTCOMES: dict[type[IdempotencyError], Outcome] = {
+    IdempotencyKeyMismatch: Outcome.MISMATCH,
+    IdempotencyKeyInProgress: Outcome.IN_PROGRESS,
+    IdempotencyLeaseExpired: Outcome.LEASE_EXPIRED,
+    IdempotencyKeyNotReplayable: Outcome.NOT_REPLAYABLE,
+    IdempotencyReplayNotAcceptable: Outcome.REPLAY_NOT_ACCEPTABLE,
+    IdempotencyStoreUnavailable: Outcome.STORE_UNAVAILABLE,
+}
+
+#: The scope kinds a log line may name; a custom scope function's scopes are "custom".
+_SCOPE_KINDS = frozenset({"user", "credentials", "session", "anonymous"})
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The keyed request an outcome is about."""
+
+    request: HttpRequest
+    key: str
+    scope: str
+
+
+def report(
+    outcome: Outcome,
+    subject: Subject,
+    operation: str | None = None,
+    started: float | None = None,
+    *,
+    status: int | None = None,
+    error: BaseException | None = None,
+    level: int | None = None,
+    says: str | None = None,
+) -> None:
+    """Send the outcome's signal and log its line (``level`` and ``says`` override the table's).
+
+    ``operation`` is the store call the outcome came from, begun at ``started``
+    (``time.perf_counter()``).
+    """
+    store_seconds = None if started is None else time.perf_counter() - started
+    telling = TELLINGS[outcome]
+    level = telling.level if level is None else level
+    has_receivers = telling.signal.has_listeners()
+    if not has_receivers and not logger.isEnabledFor(level):
+        return
+    request = subject.request
+    method = (request.method or "").upper()
+    view = view_name(request)
+    if has_receivers:
+        telling.signal.send(
+            sender=Policy,
+            request=request,
+            key=subject.key,
+            scope=subject.scope,
+            outcome=outcome,
+            method=method,
+            view=view,
+            operation=operation,
+            store_seconds=store_seconds,
+            status=status,
+            error=error,
+        )
+    if logger.isEnabledFor(level):
+        fields: dict[str, Any] = {
+            "outcome": outcome.value,
+            "method": method,
+            "view": view or request.path,
+            "key_hash": key_hash(subject.key),
+            "scope_kind": scope_kind(subject.scope),
+            "status": status,
+        }
+        logger.log(
+            level,
+            "Idempotency %s: %s %s (key sha256:%s, %s scope)%s: %s.",
+            outcome.value,
+            method,
+            fields["view"],
+            fields["key_hash"],
+            fields["scope_kind"],
+            "" if status is None else f", status {status}",
+            says or telling.says,
+            exc_info=error if error is not None and level >= logging.WARNING else None,
+            extra={"idempotency": fields},
+        )
+
+
+def report_error(error: IdempotencyError, subject: Subject, operation: str) -> None:
+    """Report the outcome an error the engine answers with stands for."""
+    report(
+        ERROR_OUTCOMES[type(error)],
+        subject,
+        operation,
+        status=error.status_code,
+        error=error.__cause__ or error,
+    )
+
+
+def view_name(request: HttpRequest) -> str:
+    """Return the view name of the request's URL pattern: a bounded label, never its path."""
+    match = getattr(request, "resolver_match", None)
+    return str(match.view_name) if match is not None else ""
+
+
+def key_hash(key: str) -> str:
+    """Return the first 16 hex digits of the key's SHA-256: enough to find it, not to use it."""
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def scope_kind(scope: str) -> str:
+    """Return what kind of principal the scope is for (``user``, ``session``...), not whose."""
+    kind = scope.split(":", 1)[0]
+    return kind if kind in _SCOPE_KINDS else "custom"
