@@ -1,4 +1,4 @@
-"""The app's configuration; registers the system checks once the app registry is ready."""
+"""The app's configuration: the system checks, and the metrics when the settings ask for them."""
 
 from __future__ import annotations
 
@@ -12,4 +12,9 @@ class IdempotencyConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django_idempotency import checks  # noqa: F401  (registers the system checks)
+        from django_idempotency import checks
+
+        if checks.metrics_wanted_and_installable():
+            from django_idempotency import metrics
+
+            metrics.install()

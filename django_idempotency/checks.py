@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterator, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
@@ -263,3 +264,26 @@ def _is_gzip_middleware(path: str) -> bool:
     except ImportError:
         return False  # Django reports a middleware that cannot be imported when it loads it
     return isinstance(middleware, type) and issubclass(middleware, GZipMiddleware)
+
+
+def metrics_wanted_and_installable() -> bool:
+    """Whether ``IDEMPOTENCY_METRICS`` is ``True`` and prometheus-client can be imported."""
+    return getattr(settings, "IDEMPOTENCY_METRICS", False) is True and _has_prometheus_client()
+
+
+def _has_prometheus_client() -> bool:
+    return importlib.util.find_spec("prometheus_client") is not None
+
+
+@register()
+def check_metrics(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    if getattr(settings, "IDEMPOTENCY_METRICS", False) is not True or _has_prometheus_client():
+        return []
+    return [
+        Error(
+            "IDEMPOTENCY_METRICS is True, but prometheus-client is not installed: no metric "
+            "is counted.",
+            hint='pip install "django-idempotency[metrics]"',
+            id="django_idempotency.E005",
+        )
+    ]

@@ -201,6 +201,8 @@ OPTIONS: dict[str, Option] = {
         (is_callable_or_dotted_path, CALLABLE_OR_PATH),
         resolve_callable,
     ),
+    # Read once, when the app is ready: it connects the metrics' receivers (docs/metrics.md).
+    "metrics": Option(False, _BOOL, None),
 }
 
 SETTING_PREFIX = "IDEMPOTENCY_"

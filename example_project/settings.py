@@ -116,6 +116,11 @@ if HAS_SPECTACULAR:
     )
     SPECTACULAR_SETTINGS = {"TITLE": "Example shop", "VERSION": "1.0.0"}
 
+# With the metrics extra (prometheus-client) installed, every outcome is counted and /metrics/
+# serves the counters (docs/metrics.md).
+HAS_PROMETHEUS = importlib.util.find_spec("prometheus_client") is not None
+IDEMPOTENCY_METRICS = HAS_PROMETHEUS
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -23,3 +23,9 @@ if settings.HAS_SPECTACULAR:
     from drf_spectacular.views import SpectacularAPIView
 
     urlpatterns.append(path("api/schema/", SpectacularAPIView.as_view(), name="schema"))
+
+if settings.HAS_PROMETHEUS:
+    from django_idempotency.metrics import metrics_view
+
+    # A real deployment serves this only to its Prometheus (docs/metrics.md).
+    urlpatterns.append(path("metrics/", metrics_view, name="metrics"))

@@ -113,11 +113,12 @@ def test_the_table__gives_the_checks_and_the_views_their_validators() -> None:
     for name, option in options.OPTIONS.items():
         assert options.SETTING_VALIDATORS[f"IDEMPOTENCY_{name.upper()}"] == option.setting
         assert options.OPTION_VALIDATORS.get(name) == option.view
-    # Settings only: a view cannot choose its database, cache or header.
+    # Settings only: a view cannot choose its database, cache or header, nor the metrics.
     assert set(options.OPTIONS) - set(options.OPTION_VALIDATORS) == {
         "database",
         "cache_alias",
         "header",
+        "metrics",
     }
 
 

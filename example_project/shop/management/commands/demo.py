@@ -183,7 +183,7 @@ class Command(BaseCommand):
         self.stdout.write(f"   -> {reply.describe()}")
 
     def run_steps(self, port: int, burst: int) -> None:
-        """Run the six steps against the running API."""
+        """Run the seven steps against the running API."""
         key = f"demo-{uuid.uuid4().hex[:12]}"
         alice = self.tokens["alice"]
         order = {"item": "espresso beans", "quantity": 2, "amount": "18.50"}
@@ -214,6 +214,7 @@ class Command(BaseCommand):
 
         self.other_callers(port, key, order, first)
         self.payments(port, first)
+        self.metrics(port)
 
     def other_callers(self, port: int, key: str, order: dict[str, Any], first: Reply) -> None:
         """Show that Alice's key means nothing to anyone else."""
@@ -298,4 +299,30 @@ class Command(BaseCommand):
             and other.status == 422
             and other.content_type.startswith("application/problem+json"),
             "201, then the identical 201 replayed, then 422 application/problem+json",
+        )
+
+    def metrics(self, port: int) -> None:
+        """Show the outcomes the steps above left in the Prometheus counters."""
+        if not settings.HAS_PROMETHEUS:
+            self.stdout.write(
+                "\n7. Metrics: not served; install the metrics extra "
+                '(pip install "django-idempotency[metrics]") to see them at /metrics/'
+            )
+            return
+        self.stdout.write(
+            f"\n7. Metrics for Prometheus: GET http://127.0.0.1:{port}/metrics/ (docs/metrics.md)"
+        )
+        reply = request(port, "GET", "/metrics/")
+        counted: Counter[str] = Counter()
+        for line in reply.body.decode().splitlines():
+            if line.startswith("django_idempotency_outcomes_total{"):
+                outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+                counted[outcome] += int(float(line.rsplit(" ", 1)[1]))
+        for outcome, count in sorted(counted.items()):
+            self.stdout.write(
+                f"   django_idempotency_outcomes_total{{outcome={outcome!r}}} {count}"
+            )
+        self.expect(
+            reply.status == 200 and counted["replayed"] >= 2 and counted["mismatch"] >= 1,
+            "the replays and the 422 above counted in django_idempotency_outcomes_total",
         )
