@@ -142,7 +142,8 @@ def report(
     store_seconds = None if started is None else time.perf_counter() - started
     telling = TELLINGS[outcome]
     level = telling.level if level is None else level
-    has_receivers = telling.signal.has_listeners()
+    # Not has_listeners(), which resolves the receivers on every call: one list is cheaper.
+    has_receivers = bool(telling.signal.receivers)
     if not has_receivers and not logger.isEnabledFor(level):
         return
     request = subject.request
