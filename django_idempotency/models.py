@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 
-from django.db import models, router, transaction
+from django.db import connections, models, router, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from django_idempotency.clock import database_now
 from django_idempotency.conf import idempotency_settings
 from django_idempotency.keys import MAX_KEY_LENGTH
+from django_idempotency.storage.base import Census, Count
 
 #: Column widths, which ``DatabaseStorage`` reports to the engine.
 SCOPE_MAX_LENGTH = 255
@@ -25,6 +27,8 @@ Seen = tuple[int, str, str]
 _FENCE_CHUNK = 500
 #: The fields a log entry's description (``str(record)``) reads.
 _LOGGED = ("pk", "scope", "key")
+#: Past this many rows a count is the planner's estimate (PostgreSQL) or a lower bound.
+COUNT_LIMIT = 10_000
 
 
 class IdempotencyKeyQuerySet(models.QuerySet["IdempotencyKey"]):
@@ -49,6 +53,57 @@ class IdempotencyKeyQuerySet(models.QuerySet["IdempotencyKey"]):
         finished = ~models.Q(state=IdempotencyKey.State.IN_FLIGHT)
         stale = models.Q(state=IdempotencyKey.State.IN_FLIGHT, expires_at__lte=now - grace)
         return self.expired(now).filter(finished | stale)
+
+    def bounded_count(self, limit: int = COUNT_LIMIT) -> Count:
+        """Count the records, reading at most ``limit + 1`` of them.
+
+        On PostgreSQL the planner's estimate answers first, from its statistics alone, and
+        past ``limit`` it is the answer (``ANALYZE``, which the purge runs, keeps it near);
+        asking it first keeps the count's plan to an index, since the planner then expects
+        few rows. Otherwise ``COUNT(*)`` over a ``LIMIT`` subquery stops counting early,
+        and a count that reached the limit is reported as "at least".
+        """
+        if connections[self.db].vendor == "postgresql":
+            estimate = self.planner_rows()
+            if estimate > limit:
+                return Count(estimate, "estimate")
+        counted = self.order_by()[: limit + 1].count()
+        if counted > limit:
+            return Count(limit, "at_least")
+        return Count(counted)
+
+    def planner_rows(self) -> int:
+        """Return PostgreSQL's estimate of how many records this query returns."""
+        sql, params = self.order_by().values("pk").query.sql_with_params()
+        with connections[self.db].cursor() as cursor:
+            cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+            plan = cursor.fetchone()[0]
+        if isinstance(plan, str | bytes):
+            plan = json.loads(plan)
+        return int(plan[0]["Plan"]["Plan Rows"])
+
+    def census(self, now: datetime | None = None) -> Census:
+        """Count the records by state and tell the oldest in flight and the oldest expired.
+
+        Every query is served by an index: the counts by ``bounded_count()``, the oldest
+        in-flight key from the ``(state, expires_at)`` index (in-flight keys are few), the
+        oldest expired record from the first entry of the ``expires_at`` index.
+        """
+        now = now or database_now(self.db)
+        State = IdempotencyKey.State
+        finished = [State.COMPLETED, State.NOT_REPLAYABLE]
+        live, expired = self.live(now), self.expired(now)
+        claimed = self.in_flight().aggregate(first=models.Min("created_at"))["first"]
+        expiry = expired.filter(state__in=finished).aggregate(first=models.Min("expires_at"))
+        return Census(
+            in_flight=live.filter(state=State.IN_FLIGHT).bounded_count(),
+            lease_expired=expired.filter(state=State.IN_FLIGHT).bounded_count(),
+            completed=live.filter(state=State.COMPLETED).bounded_count(),
+            not_replayable=live.filter(state=State.NOT_REPLAYABLE).bounded_count(),
+            expired=expired.filter(state__in=finished).bounded_count(),
+            oldest_in_flight=_age(claimed, now),
+            oldest_expired=_age(expiry["first"], now),
+        )
 
     def as_seen(self) -> list[Seen]:
         """Return each record as seen now, for a fenced write to check it against later."""
@@ -105,6 +160,10 @@ class IdempotencyKeyQuerySet(models.QuerySet["IdempotencyKey"]):
             for pk, token, state in seen[start : start + _FENCE_CHUNK]:
                 fence |= models.Q(pk=pk, token=token, state=state)
             yield self.filter(fence)
+
+
+def _age(moment: datetime | None, now: datetime) -> timedelta | None:
+    return None if moment is None else max(timedelta(0), now - moment)
 
 
 def records_database() -> str:

@@ -8,12 +8,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.checks import Error
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from django_idempotency import checks, metrics
+from django_idempotency.storage import Census, DatabaseStorage, StorageUnavailable
 from tests.test_behaviour import (  # the matrix's fixtures, shared
     Caller,
     client,  # noqa: F401
@@ -25,6 +27,8 @@ from tests.test_behaviour import (  # the matrix's fixtures, shared
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parent.parent
+#: The sample names each metric type exports, for the alert rules' check.
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 
 
 @pytest.fixture
@@ -101,6 +105,79 @@ def test_install__once_per_registry_and_uninstall_stops_counting(
     assert list(registry.collect()) == []
 
 
+def test_census__gauges_of_the_keys_by_state_at_every_scrape(
+    client: Caller,  # noqa: F811
+    url: str,  # noqa: F811
+    storage: str,  # noqa: F811
+    registry: CollectorRegistry,
+) -> None:
+    name = {"database": "DatabaseStorage", "cache": "CacheStorage"}[storage]
+    send(client, url, {"label": "pay"}, key="k1")
+    send(client, url, {"label": "pay"}, key="k2")
+
+    def gauge(metric: str, **labels: str) -> float | None:
+        return registry.get_sample_value(metric, {"storage": name, **labels})
+
+    assert gauge("django_idempotency_census_up") == 1
+    assert gauge("django_idempotency_keys", state="completed") == 2
+    assert gauge("django_idempotency_keys", state="in_flight") == 0
+    assert gauge("django_idempotency_keys_exact", state="completed") == 1
+    assert gauge("django_idempotency_oldest_in_flight_seconds") == 0
+
+    send(client, url, {"label": "pay"}, key="k3")
+
+    assert gauge("django_idempotency_keys", state="completed") == 3  # read again, not kept
+
+
+class Unanswering(DatabaseStorage):
+    def census(self) -> Census:
+        raise StorageUnavailable("the idempotency database did not answer")
+
+
+def test_census__a_store_that_does_not_answer_is_census_up_0_and_the_scrape_succeeds() -> None:
+    registry = CollectorRegistry()
+    registry.register(metrics.CensusCollector(Unanswering))
+
+    exposition = generate_latest(registry).decode()
+
+    assert (
+        registry.get_sample_value("django_idempotency_census_up", {"storage": "Unanswering"}) == 0
+    )
+    assert "django_idempotency_keys{" not in exposition
+
+
+def test_census__a_misconfigured_storage_exports_no_census(settings: Any) -> None:
+    settings.IDEMPOTENCY_STORAGE = "no.such.Storage"
+    registry = CollectorRegistry()
+    metrics.install(registry)
+    try:
+        assert registry.get_sample_value("django_idempotency_census_up", {}) is None
+        assert generate_latest(registry)  # the other metrics still serve
+    finally:
+        metrics.uninstall(registry)
+
+
+def test_census__registering_does_not_query_the_store() -> None:
+    asked: list[str] = []
+
+    def asking() -> DatabaseStorage:
+        asked.append("storage")
+        return DatabaseStorage()
+
+    CollectorRegistry().register(metrics.CensusCollector(asking))
+
+    assert asked == []
+
+
+def test_install__without_census_exports_no_gauges() -> None:
+    registry = CollectorRegistry()
+    metrics.install(registry, census=False)
+    try:
+        assert not [f for f in registry.collect() if f.type == "gauge"]
+    finally:
+        metrics.uninstall(registry)
+
+
 _PROBE = """
 import json, sys
 import tests.settings
@@ -174,7 +251,7 @@ def test_example_alerts__use_only_the_metrics_this_package_exports(
     exported = {
         f"{family.name}{suffix}"
         for family in registry.collect()
-        for suffix in (("_total",) if family.type == "counter" else ("_bucket", "_sum", "_count"))
+        for suffix in SUFFIXES[family.type]
     }
     assert used
     assert used <= exported, used - exported

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from django_idempotency.storage.base import (
+    Census,
     Claim,
+    Count,
     Origin,
     OwnershipLost,
     Record,
@@ -22,7 +24,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CacheStorage",
+    "Census",
     "Claim",
+    "Count",
     "DatabaseStorage",
     "Origin",
     "OwnershipLost",

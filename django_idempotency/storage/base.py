@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Literal
 
 
 class State(StrEnum):
@@ -80,6 +81,55 @@ class Claim:
         return self.claimed_at + timedelta(seconds=time.monotonic() - self.claimed_monotonic)
 
 
+@dataclass(frozen=True)
+class Count:
+    """A number of records, and how it was found.
+
+    ``exact`` was counted; ``estimate`` is the database planner's; ``at_least`` is a lower
+    bound, where counting stopped at a limit or a bounded sample.
+    """
+
+    value: int
+    kind: Literal["exact", "estimate", "at_least"] = "exact"
+
+    @property
+    def is_exact(self) -> bool:
+        return self.kind == "exact"
+
+
+@dataclass(frozen=True)
+class Census:
+    """What a storage holds now, read without scanning it (docs/metrics.md, "The census").
+
+    ``in_flight`` keys are running within their lease; ``lease_expired`` ones are still in
+    flight past it (a crashed owner, or a view running longer than its lease): the next
+    retry takes them over. ``expired`` records are finished and past their retention,
+    waiting for the purge. ``oldest_in_flight`` is how long the oldest in-flight key
+    (either kind) has run; ``oldest_expired`` how long ago the oldest expired record
+    expired, which grows while the purge does not run. ``sampled`` is how many records a
+    storage that can only sample looked at (``None`` when it counted or estimated).
+    """
+
+    in_flight: Count
+    lease_expired: Count
+    completed: Count
+    not_replayable: Count
+    expired: Count
+    oldest_in_flight: timedelta | None = None
+    oldest_expired: timedelta | None = None
+    sampled: int | None = None
+
+    def counts(self) -> dict[str, Count]:
+        """Return the counts by category name, in a stable order."""
+        return {
+            "in_flight": self.in_flight,
+            "lease_expired": self.lease_expired,
+            "completed": self.completed,
+            "not_replayable": self.not_replayable,
+            "expired": self.expired,
+        }
+
+
 class StorageError(Exception):
     """Base class for storage failures."""
 
@@ -141,6 +191,15 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def get(self, scope: str, key: str) -> Record | None:
         """Return the live record for (scope, key), if any."""
+
+    def census(self) -> Census | None:
+        """Count the records by state and age, cheaply; ``None`` if this storage cannot.
+
+        Never a scan of every record: a storage counts up to a limit, estimates, or
+        samples, and says which in each ``Count``. Raises ``StorageUnavailable`` when
+        the store does not answer.
+        """
+        return None
 
     def is_rollback_marked(self) -> bool:
         """Whether the open ``atomic()`` block is already doomed to roll back."""

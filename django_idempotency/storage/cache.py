@@ -7,14 +7,16 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from django_idempotency.conf import idempotency_settings
 from django_idempotency.storage.base import (
+    Census,
     Claim,
+    Count,
     Origin,
     OwnershipLost,
     Record,
@@ -45,7 +47,8 @@ if TYPE_CHECKING:
 # reply short, hence the ``or ''`` on the fields an in-flight record does not have.
 #
 # The origin (``origin_kind``, ``origin_name``) is written for operators and never read, so
-# records written before it replaced ``method`` and ``path`` read the same.
+# records written before it replaced ``method`` and ``path`` read the same. ``lease`` (ms)
+# is read by the census only: the lease minus the remaining TTL is how long a key has run.
 
 _CLAIM = """
 local found = redis.call('HMGET', KEYS[1], 'state', 'fingerprint', 'token',
@@ -59,7 +62,8 @@ if found[1] then
           redis.call('PTTL', KEYS[1])}
 end
 redis.call('HSET', KEYS[1], 'state', 'in_flight', 'token', ARGV[1], 'fingerprint', ARGV[2],
-           'scope', ARGV[4], 'key', ARGV[5], 'origin_kind', ARGV[6], 'origin_name', ARGV[7])
+           'scope', ARGV[4], 'key', ARGV[5], 'origin_kind', ARGV[6], 'origin_name', ARGV[7],
+           'lease', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {1}
 """
@@ -104,6 +108,11 @@ return {found[1], found[2], found[3], found[4] or '', found[5] or '', found[6] o
 _SCRIPTS = {"claim": _CLAIM, "complete": _COMPLETE, "release": _RELEASE, "get": _GET}
 
 _UNAVAILABLE = "the idempotency cache did not answer"
+#: How many records a census looks at, at most; how many keys one SCAN call asks for; and
+#: how many SCAN calls it makes at most, in a database that holds other keys besides.
+CENSUS_SAMPLE = 10_000
+_SCAN_COUNT = 1000
+_SCAN_CALLS = 100
 
 
 class CacheStorage(Storage):
@@ -184,6 +193,56 @@ class CacheStorage(Storage):
         reply = self._run("get", self.record_key(scope, key))
         return _to_record(scope, key, reply, now) if reply else None
 
+    def census(self, *, sample: int = CENSUS_SAMPLE) -> Census:
+        """Count records from a bounded ``SCAN``: exact if it saw every key, else at least.
+
+        Redis removes a record when its TTL ends, so none is ever lease-expired or expired.
+        """
+        client = self._client()
+        try:
+            names, complete = self._scan(client, sample)
+            pipeline = client.pipeline(transaction=False)
+            for name in names:
+                pipeline.hmget(name, "state", "lease")
+                pipeline.pttl(name)
+            replies = pipeline.execute()
+        except (RedisError, OSError) as exc:
+            raise StorageUnavailable(_UNAVAILABLE) from exc
+        counts = dict.fromkeys(State, 0)
+        oldest: timedelta | None = None
+        for (raw_state, lease), pttl in zip(replies[::2], replies[1::2], strict=True):
+            if raw_state is None:  # expired between the SCAN and the read
+                continue
+            state = State(raw_state.decode())
+            counts[state] += 1
+            if state is State.IN_FLIGHT and lease is not None and int(pttl) >= 0:
+                ran = timedelta(milliseconds=max(0, int(lease) - int(pttl)))
+                oldest = ran if oldest is None else max(oldest, ran)
+        kind: Literal["exact", "at_least"] = "exact" if complete else "at_least"
+        return Census(
+            in_flight=Count(counts[State.IN_FLIGHT], kind),
+            lease_expired=Count(0),
+            completed=Count(counts[State.COMPLETED], kind),
+            not_replayable=Count(counts[State.NOT_REPLAYABLE], kind),
+            expired=Count(0),
+            oldest_in_flight=oldest,
+            sampled=len(names),
+        )
+
+    def _scan(self, client: Redis, sample: int) -> tuple[list[bytes | str], bool]:
+        """Return the names of up to ``sample`` records, and whether they are all of them."""
+        pattern = _glob_escape(self.record_key("", "").rsplit(":", 1)[0]) + ":*"
+        names: set[bytes | str] = set()  # SCAN may return a key twice
+        cursor = 0
+        for _ in range(_SCAN_CALLS):
+            cursor, found = client.scan(cursor, match=pattern, count=_SCAN_COUNT)
+            names.update(found)
+            if len(names) > sample:
+                break
+            if cursor == 0:
+                return sorted(names), True
+        return sorted(names)[:sample], False
+
     def _client(self) -> Redis:
         """Return the raw redis-py client behind the alias, which never swallows errors."""
         return redis_client(self.alias)
@@ -214,6 +273,11 @@ class CacheStorage(Storage):
 def _milliseconds(duration: timedelta) -> int:
     # PX refuses zero and negatives; a non-positive duration means "expire at once".
     return max(1, int(duration / timedelta(milliseconds=1)))
+
+
+def _glob_escape(text: str) -> str:
+    """Escape the characters a ``SCAN MATCH`` pattern reads as wildcards."""
+    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
 
 
 def _to_record(scope: str, key: str, fields: Sequence[Any], now: datetime) -> Record:

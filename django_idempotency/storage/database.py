@@ -23,6 +23,7 @@ from django_idempotency.models import (
 )
 from django_idempotency.storage import postgresql
 from django_idempotency.storage.base import (
+    Census,
     Claim,
     Origin,
     OwnershipLost,
@@ -250,6 +251,12 @@ class DatabaseStorage(Storage):
         now, *row = _fetch_one(connection, sql.select, [scope, key]) or (None,)
         store_now = self.clock() if now is None else to_datetime(now)
         return store_now, (tuple(row) if row and row[0] is not None else None)
+
+    def census(self) -> Census:
+        try:
+            return IdempotencyKey.objects.using(self.using).census()
+        except DatabaseError as exc:
+            raise StorageUnavailable(_UNAVAILABLE) from exc
 
     def is_rollback_marked(self) -> bool:
         return transaction.get_rollback(using=self.using)
