@@ -390,4 +390,88 @@ def test_purge__does_not_wait_for_the_wal_flush_on_postgresql() -> None:
     # Every batch, including the last that finds nothing, relaxes only its own transaction.
     assert statements.count("SET LOCAL synchronous_commit TO OFF") == 3
     deletes = [i for i, sql in enumerate(statements) if sql.startswith("DELETE")]
-    assert all(statements[i - 1] == "SET LOCAL synchronous_commit TO OFF" for i in deletes)
+    # Each DELETE follows its batch's SELECT, in the transaction the SET LOCAL opened.
+    assert len(deletes) == 2
+    assert all(statements[i - 2] == "SET LOCAL synchronous_commit TO OFF" for i in deletes)
+
+
+@pytest.mark.django_db
+def test_purge__dry_run_counts_no_further_than_the_limit(
+    mixed_records: dict[str, IdempotencyKey], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(purge_idempotency_keys, "COUNT_LIMIT", 1)
+    with CaptureQueriesContext(connection) as queries:
+        out = purge("--dry-run")
+
+    # Two expired records, one counted: the count stopped at the limit and says so.
+    assert "would delete at least 2 idempotency key(s)" in out or "about" in out, out
+    assert "at least 1 expired" in out or "about" in out, out
+    counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
+    assert counts
+    assert all("LIMIT 2" in sql for sql in counts), counts
+
+
+class Terminal(StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.django_db
+def test_purge__on_a_terminal_shows_progress_after_every_batch() -> None:
+    IdempotencyKeyFactory.create_batch(5, expired=True)
+    out = Terminal()
+
+    call_command("purge_idempotency_keys", "--batch-size", "2", stdout=out, stderr=StringIO())
+
+    text = out.getvalue()
+    assert [line for line in text.split("\r") if line] == [
+        line for line in text.split("\r") if line.startswith("Deleted")
+    ]
+    assert "Deleted 2 so far" in text
+    assert "Deleted 4 so far" in text
+    assert "rows/s, 3 batch(es)..." in text
+    assert text.rstrip("\n").splitlines()[-1].startswith("Deleted 5 idempotency key(s) in 3")
+
+
+@pytest.mark.django_db
+def test_purge__in_cron_writes_one_summary_line() -> None:
+    IdempotencyKeyFactory.create_batch(5, expired=True)
+
+    out = purge("--batch-size", "2")
+
+    assert out.count("\n") == 1
+    assert "\r" not in out
+    assert out.startswith("Deleted 5 idempotency key(s) in 3 batch(es)")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_purge__refreshes_the_planners_statistics_on_postgres() -> None:
+    IdempotencyKeyFactory.create_batch(20, expired=True)
+    IdempotencyKeyFactory.create(key="live")
+    table = IdempotencyKey._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {table}")
+
+    purge()
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE relname = %s", [table])
+        (rows,) = cursor.fetchone()
+    # The statistics say what the table holds after the purge, not the 21 rows before it.
+    assert rows == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_purge__never_deletes_more_than_a_batch_whatever_the_plan() -> None:
+    # Statistics of an empty table (as after a purge's ANALYZE) make PostgreSQL plan the
+    # batch's "IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)" as a subquery it re-runs for
+    # each row: every re-run skips the rows the DELETE already removed and offers n more.
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {IdempotencyKey._meta.db_table}")
+    IdempotencyKeyFactory.create_batch(5, expired=True)
+
+    out = purge("--batch-size", "2", "--verbosity", "2")
+
+    assert re.findall(r"Batch \d+: deleted (\d+)", out) == ["2", "2", "1"], out

@@ -13,7 +13,8 @@ from django.db import DatabaseError, connections, transaction
 
 from django_idempotency.clock import database_now
 from django_idempotency.conf import idempotency_settings
-from django_idempotency.models import IdempotencyKey, records_database
+from django_idempotency.models import COUNT_LIMIT, IdempotencyKey, records_database
+from django_idempotency.storage.base import Count
 from django_idempotency.storage.registry import configured_storage_class
 
 #: How long after its lease ended an in-flight record is kept for operators to inspect.
@@ -46,15 +47,42 @@ def purge_batch(
         if features.has_select_for_update_skip_locked:
             # Rows a request is re-claiming, or another purge holds, are skipped, not awaited.
             candidates = candidates.select_for_update(skip_locked=True)
-        batch: Any = candidates.values("pk")[:batch_size]
-        if not features.update_can_self_select:
-            batch = list(batch.values_list("pk", flat=True))
+        # Read first, then delete by primary key: as a subquery of the DELETE, PostgreSQL may
+        # plan the batch as a subplan re-run per row, each run skipping the rows the DELETE
+        # already removed and offering batch_size more, so one batch took the whole table.
+        batch = list(candidates.values_list("pk", flat=True)[:batch_size])
+        if not batch:
+            return None
         # One statement; its own WHERE re-checks expiry, so a record claimed, completed or
         # re-claimed since it was chosen has moved its expires_at into the future and survives.
         deleted, _ = records.purgeable(now, grace=grace).filter(pk__in=batch).delete()
-    if not deleted:
-        return None
+    # A batch whose every row was re-claimed meanwhile deletes none; the next batch goes on.
     return BatchResult(deleted, time.perf_counter() - started)
+
+
+def refresh_statistics(using: str) -> None:
+    """Have the database re-read the table's statistics, after a purge changed its size.
+
+    The admin's totals and the census's counts past ``COUNT_LIMIT`` are the planner's
+    estimates on PostgreSQL; without this they stay at the size before the purge until
+    autovacuum comes by. MySQL and MariaDB re-read their index statistics likewise.
+    """
+    connection = connections[using]
+    table = connection.ops.quote_name(IdempotencyKey._meta.db_table)
+    statement = {"postgresql": "ANALYZE {}", "mysql": "ANALYZE TABLE {}"}.get(connection.vendor)
+    if statement is None:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(statement.format(table))
+        if connection.vendor == "mysql":
+            cursor.fetchall()  # ANALYZE TABLE answers with a result set
+
+
+def describe(count: Count) -> str:
+    """Say a count as it was found: "12", "at least 10000", "about 250000"."""
+    return {"exact": "{}", "at_least": "at least {}", "estimate": "about {}"}[count.kind].format(
+        count.value
+    )
 
 
 class Command(BaseCommand):
@@ -132,24 +160,33 @@ class Command(BaseCommand):
     def report_dry_run(
         self, using: str, *, now: datetime, grace: timedelta, verbosity: int
     ) -> None:
-        """Count the records a purge would delete, by state."""
+        """Say what a purge would delete, by state, counting at most ``COUNT_LIMIT`` of each."""
         purgeable = IdempotencyKey.objects.using(using).purgeable(now, grace=grace)
-        in_flight = purgeable.in_flight().count()
-        total = purgeable.count()
+        in_flight = purgeable.in_flight().bounded_count(COUNT_LIMIT)
+        finished = purgeable.exclude(state=IdempotencyKey.State.IN_FLIGHT).bounded_count(
+            COUNT_LIMIT
+        )
+        exact = in_flight.is_exact and finished.is_exact
+        total = Count(in_flight.value + finished.value, "exact" if exact else "at_least")
         if verbosity >= 1:
             self.stdout.write(
-                f"Dry run: would delete {total} idempotency key(s) "
-                f"({total - in_flight} expired, {in_flight} in flight past their lease "
-                f"by more than {grace.total_seconds():g}s)."
+                f"Dry run: would delete {describe(total)} idempotency key(s) "
+                f"({describe(finished)} expired, {describe(in_flight)} in flight past their "
+                f"lease by more than {grace.total_seconds():g}s)."
             )
 
     def purge(
         self, using: str, *, now: datetime, grace: timedelta, batch_size: int, verbosity: int
     ) -> None:
-        """Delete purgeable records batch by batch until none are left."""
+        """Delete purgeable records batch by batch until none are left.
+
+        On a terminal, one line of progress is rewritten after every batch; in cron (no
+        terminal) only the summary is written, and ``--verbosity 2`` writes every batch.
+        """
         total = batches = 0
         longest = 0.0
         started = time.perf_counter()
+        progress = verbosity == 1 and self.stdout.isatty()
         while (
             batch := purge_batch(using, now=now, grace=grace, batch_size=batch_size)
         ) is not None:
@@ -160,10 +197,20 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"Batch {batches}: deleted {batch.deleted} in {batch.seconds * 1000:.0f} ms."
                 )
+            elif progress:
+                rate = total / max(time.perf_counter() - started, 1e-6)
+                self.stdout.write(
+                    f"\rDeleted {total} so far, {rate:,.0f} rows/s, {batches} batch(es)...",
+                    ending="",
+                )
+                self.stdout.flush()
+        if total:
+            refresh_statistics(using)
         if verbosity >= 1:
             elapsed = time.perf_counter() - started
             self.stdout.write(
-                self.style.SUCCESS(
+                ("\n" if progress and batches else "")
+                + self.style.SUCCESS(
                     f"Deleted {total} idempotency key(s) in {batches} batch(es), "
                     f"{elapsed:.1f}s (longest batch {longest * 1000:.0f} ms)."
                 )
