@@ -43,10 +43,26 @@ def listed_keys(client: Client, **params: str) -> set[str]:
     return {record.key for record in response.context["cl"].result_list}
 
 
-def run_action(client: Client, action: str, *records: IdempotencyKey, **extra: str) -> Any:
+def run_action(
+    client: Client, action: str, *records: IdempotencyKey, confirmed: bool = True, **extra: str
+) -> Any:
+    """Run an admin action on ``records``; ``confirmed`` answers its confirmation page."""
     return client.post(
         changelist_url(),
-        {"action": action, "_selected_action": [r.pk for r in records], "index": 0, **extra},
+        {
+            "action": action,
+            "_selected_action": [r.pk for r in records],
+            "index": 0,
+            "post": "yes",
+            **extra,
+        }
+        if confirmed
+        else {
+            "action": action,
+            "_selected_action": [r.pk for r in records],
+            "index": 0,
+            **extra,
+        },
         follow=True,
     )
 
@@ -398,13 +414,13 @@ def test_expire__ends_the_lease_or_retention_now(
 def test_delete_selected__deletes_after_confirmation(
     admin_client: Client, records: dict[str, Any]
 ) -> None:
-    confirm = run_action(admin_client, "delete_selected", records["expired"], records["stuck"])
+    confirm = run_action(
+        admin_client, "delete_selected", records["expired"], records["stuck"], confirmed=False
+    )
     assert "Are you sure" in confirm.content.decode()
     assert IdempotencyKey.objects.count() == len(records)
 
-    done = run_action(
-        admin_client, "delete_selected", records["expired"], records["stuck"], post="yes"
-    )
+    done = run_action(admin_client, "delete_selected", records["expired"], records["stuck"])
 
     assert "Successfully deleted 2" in done.content.decode()
     assert not IdempotencyKey.objects.filter(key__in=["expired", "stuck"]).exists()
@@ -592,11 +608,77 @@ def test_detail__action_buttons_run_on_the_record(
 ) -> None:
     content = admin_client.get(change_url(records["stuck"])).content.decode()
     assert 'value="release_keys"' in content
-    assert 'value="expire_keys"' in content
+    assert 'value="expire_keys"' not in content  # its lease already ended
 
     run_action(admin_client, "release_keys", records["stuck"])
 
     assert not IdempotencyKey.objects.filter(pk=records["stuck"].pk).exists()
+
+
+@pytest.mark.django_db
+def test_detail__offers_only_the_actions_that_apply(
+    admin_client: Client, records: dict[str, Any]
+) -> None:
+    def offered(name: str) -> set[str]:
+        content = admin_client.get(change_url(records[name])).content.decode()
+        return {a for a in ("release_keys", "expire_keys") if f'value="{a}"' in content}
+
+    assert offered("in_flight") == {"release_keys", "expire_keys"}
+    assert offered("completed") == {"expire_keys"}  # nothing to release once it completed
+    assert offered("expired") == set()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("action", ["expire_keys", "release_keys"])
+def test_actions__ask_first_and_say_the_next_retry_runs_again(
+    admin_client: Client, records: dict[str, Any], action: str
+) -> None:
+    target = records["in_flight"]
+
+    page = run_action(admin_client, action, target, records["expired"], confirmed=False)
+
+    content = page.content.decode()
+    assert "the next retry of this key will run the view again" in content.lower()
+    assert "This changes 1 key:" in content  # the expired record is not eligible
+    assert f"<code>{target.key}</code>" in content
+    assert 'name="post" value="yes"' in content
+    assert IdempotencyKey.objects.get(pk=target.pk).expires_at == target.expires_at
+
+
+@pytest.mark.django_db
+def test_actions__with_nothing_eligible_say_so_without_asking(
+    admin_client: Client, records: dict[str, Any]
+) -> None:
+    response = run_action(admin_client, "release_keys", records["completed"], confirmed=False)
+
+    messages = [str(m) for m in response.context["messages"]]
+    assert "Released 0 idempotency keys." in messages
+    assert IdempotencyKey.objects.filter(pk=records["completed"].pk).exists()
+
+
+@pytest.mark.django_db
+def test_changelist__summarises_the_keys_by_state_above_the_list(
+    admin_client: Client, records: dict[str, Any]
+) -> None:
+    content = admin_client.get(changelist_url()).content.decode()
+
+    summary = content[content.index('class="idempotency-census"') :]
+    summary = summary[: summary.index("</dl>")]
+    assert "<dt>In flight</dt><dd>1</dd>" in summary
+    assert "<dt>Past their lease</dt><dd>1</dd>" in summary
+    assert "<dt>Completed</dt><dd>3</dd>" in summary
+    assert "<dt>Expired, awaiting purge</dt><dd>1</dd>" in summary
+    assert "<dt>Oldest in flight</dt>" in summary
+
+
+@pytest.mark.django_db
+def test_changelist__offers_no_facet_counts(admin_client: Client, records: dict[str, Any]) -> None:
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(changelist_url(_facets="True"))
+
+    assert response.status_code == 200
+    assert "Show counts" not in response.content.decode()
+    assert not [q for q in queries.captured_queries if "FILTER (WHERE" in q["sql"].upper()]
 
 
 # --- permissions ------------------------------------------------------------------------

@@ -13,23 +13,22 @@ from django.db.models import Max, Min, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from django_idempotency.models import IdempotencyKey, IdempotencyKeyQuerySet
+from django_idempotency.models import COUNT_LIMIT, IdempotencyKey, IdempotencyKeyQuerySet
 
 
 class EstimatedCountPaginator(Paginator):  # type: ignore[type-arg]
-    """Count at most ``count_limit`` rows; estimate an unfiltered PostgreSQL table instead."""
+    """Count at most ``count_limit`` rows; past that, PostgreSQL's estimate or the limit.
 
-    count_limit = 10_000
+    The count is ``IdempotencyKeyQuerySet.bounded_count()``, which the census also uses;
+    the change list's summary says when the figure is an estimate.
+    """
+
+    count_limit = COUNT_LIMIT
 
     @cached_property
     def count(self) -> int:
-        queryset: QuerySet[IdempotencyKey] = self.object_list  # type: ignore[assignment]
-        if not queryset.query.where and connections[queryset.db].vendor == "postgresql":
-            estimate = estimated_row_count(queryset.db)
-            if estimate > self.count_limit:
-                return estimate
-        # COUNT(*) over a LIMIT subquery: a filter matching millions stops counting early.
-        return queryset.order_by()[: self.count_limit].count()
+        queryset: IdempotencyKeyQuerySet = self.object_list  # type: ignore[assignment]
+        return queryset.bounded_count(self.count_limit).value
 
 
 def estimated_row_count(using: str) -> int:

@@ -96,6 +96,12 @@ class Count:
     def is_exact(self) -> bool:
         return self.kind == "exact"
 
+    def __str__(self) -> str:
+        """Say the count as it was found: "12", "at least 10000", "about 250000"."""
+        return {"exact": "{}", "at_least": "at least {}", "estimate": "about {}"}[self.kind].format(
+            self.value
+        )
+
 
 @dataclass(frozen=True)
 class Census:

@@ -78,13 +78,6 @@ def refresh_statistics(using: str) -> None:
             cursor.fetchall()  # ANALYZE TABLE answers with a result set
 
 
-def describe(count: Count) -> str:
-    """Say a count as it was found: "12", "at least 10000", "about 250000"."""
-    return {"exact": "{}", "at_least": "at least {}", "estimate": "about {}"}[count.kind].format(
-        count.value
-    )
-
-
 class Command(BaseCommand):
     help = (
         "Delete expired idempotency keys, and in-flight keys whose lease ended more than "
@@ -170,8 +163,8 @@ class Command(BaseCommand):
         total = Count(in_flight.value + finished.value, "exact" if exact else "at_least")
         if verbosity >= 1:
             self.stdout.write(
-                f"Dry run: would delete {describe(total)} idempotency key(s) "
-                f"({describe(finished)} expired, {describe(in_flight)} in flight past their "
+                f"Dry run: would delete {total} idempotency key(s) "
+                f"({finished} expired, {in_flight} in flight past their "
                 f"lease by more than {grace.total_seconds():g}s)."
             )
 
