@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -98,6 +99,20 @@ def click_and_load(browser: object, element: object) -> None:
     wait.until(lambda driver: driver.execute_script("return document.readyState") == "complete")
 
 
+def lines_of(browser: object, element: object) -> int:
+    """Return how many lines the browser laid ``element``'s text out on."""
+    from selenium.webdriver.remote.webdriver import WebDriver
+
+    assert isinstance(browser, WebDriver)
+    script = """
+        const range = document.createRange();
+        range.selectNodeContents(arguments[0]);
+        const tops = new Set([...range.getClientRects()].map(rect => Math.round(rect.top)));
+        return tops.size;
+    """
+    return int(browser.execute_script(script, element))
+
+
 def test_admin_browser__log_in_filter_open_and_release(
     browser: object, live_server: object
 ) -> None:
@@ -109,7 +124,9 @@ def test_admin_browser__log_in_filter_open_and_release(
     url = str(live_server.url)  # type: ignore[attr-defined]
     User.objects.create_superuser("operator", "operator@example.com", "correct horse")
     stuck = IdempotencyKeyFactory.create(
-        key="stuck-key", in_flight=True, expires_at=timezone.now() + timedelta(minutes=1)
+        key=f"stuck-{uuid.uuid4()}",
+        in_flight=True,
+        expires_at=timezone.now() + timedelta(minutes=1),
     )
     done = IdempotencyKeyFactory.create(
         key="done-key",
@@ -124,9 +141,14 @@ def test_admin_browser__log_in_filter_open_and_release(
     click_and_load(browser, browser.find_element(By.CSS_SELECTOR, "input[type=submit]"))
     rows = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
     assert {row.find_element(By.CSS_SELECTOR, "th a").text for row in rows} == {
-        "stuck-key",
+        stuck.key,
         "done-key",
     }
+    # At 1400 px each date and each key stays on one line, and the census heads the list.
+    for selector in ("td.field-created_at", "td.field-expires_at", "th.field-key"):
+        for cell in browser.find_elements(By.CSS_SELECTOR, f"#result_list tbody {selector}"):
+            assert lines_of(browser, cell) == 1, (selector, cell.text)
+    assert "In flight" in browser.find_element(By.CSS_SELECTOR, ".idempotency-census").text
 
     # Filter to in-flight keys.
     click_and_load(
@@ -134,7 +156,7 @@ def test_admin_browser__log_in_filter_open_and_release(
         browser.find_element(By.CSS_SELECTOR, '#changelist-filter a[href="?state=in_flight"]'),
     )
     rows = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
-    assert [row.find_element(By.CSS_SELECTOR, "th a").text for row in rows] == ["stuck-key"]
+    assert [row.find_element(By.CSS_SELECTOR, "th a").text for row in rows] == [stuck.key]
 
     # Open a completed record: its preview is escaped and its cookie hidden.
     browser.get(f"{url}{CHANGELIST}?q=done-key")
@@ -148,9 +170,16 @@ def test_admin_browser__log_in_filter_open_and_release(
 
     # Open the stuck record and release it from its page.
     browser.get(f"{url}{CHANGELIST}?state=in_flight")
-    click_and_load(browser, browser.find_element(By.LINK_TEXT, "stuck-key"))
+    click_and_load(browser, browser.find_element(By.LINK_TEXT, stuck.key))
     assert stuck.token in browser.page_source
-    click_and_load(browser, browser.find_element(By.CSS_SELECTOR, 'button[value="release_keys"]'))
+    button = browser.find_element(By.CSS_SELECTOR, 'button[value="release_keys"]')
+    # Styled as the admin's own object tools beside it, not a bare browser button.
+    assert button.value_of_css_property("border-radius") == "15px"
+    assert button.value_of_css_property("text-transform") == "uppercase"
+    click_and_load(browser, button)
+    # Asked first, with what it causes.
+    assert "will run the view again" in browser.find_element(By.ID, "content").text
+    click_and_load(browser, browser.find_element(By.CSS_SELECTOR, 'input[type="submit"]'))
     assert (
         "Released 1 idempotency key." in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
     )
@@ -162,6 +191,7 @@ def test_admin_browser__log_in_filter_open_and_release(
     ).click()
     Select(browser.find_element(By.NAME, "action")).select_by_value("expire_keys")
     click_and_load(browser, browser.find_element(By.CSS_SELECTOR, 'button[name="index"]'))
+    click_and_load(browser, browser.find_element(By.CSS_SELECTOR, 'input[type="submit"]'))
     assert (
         "Expired 1 idempotency key." in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
     )
