@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 
@@ -13,6 +12,7 @@ from django.http.response import HttpResponseBase
 
 from django_idempotency.exceptions import (
     IdempotencyError,
+    IdempotencyFingerprintUnknown,
     IdempotencyKeyInProgress,
     IdempotencyKeyInvalid,
     IdempotencyKeyMismatch,
@@ -24,6 +24,7 @@ from django_idempotency.exceptions import (
     IdempotencyRequestTooLarge,
     IdempotencyStoreUnavailable,
 )
+from django_idempotency.fingerprints import bounded
 from django_idempotency.held import Held
 from django_idempotency.keys import parse_key
 from django_idempotency.outcomes import Outcome, Subject, report, report_error
@@ -88,9 +89,9 @@ def _begin(request: HttpRequest, policy: Policy) -> Execution | HttpResponse | N
     scope = policy.scope(request)
     if scope == ANONYMOUS:
         scope = resolve_anonymous(request, policy.anonymous)
-    scope = _bounded(scope, policy.storage.max_scope_length)
+    scope = bounded(scope, policy.storage.max_scope_length)
     try:
-        fingerprint = _bounded(policy.fingerprint(request), policy.storage.max_fingerprint_length)
+        fingerprint = policy.fingerprint_of(request)
     except RequestDataTooBig as exc:
         raise IdempotencyRequestTooLarge from exc
     # For the operator who finds the record: what claimed it, in the storage's neutral terms.
@@ -122,9 +123,7 @@ def _claim(
         if isinstance(result, Claim):
             report(Outcome.CLAIMED, subject, "claim", started)
             return Execution(policy, result, subject)
-        replay = _answer_existing(
-            result, fingerprint, policy, request.headers.get("Accept-Encoding")
-        )
+        replay = _answer_existing(result, fingerprint, policy, request)
         if replay is not None:
             report(Outcome.REPLAYED, subject, "claim", started, status=replay.status_code)
             return replay
@@ -145,7 +144,7 @@ def possible_errors(policy: Policy) -> list[IdempotencyError]:
     kinds += [IdempotencyKeyInvalid, IdempotencyKeyInProgress, IdempotencyKeyNotReplayable]
     if policy.anonymous != "shared":
         kinds.append(IdempotencyKeyWithoutPrincipal)
-    kinds.append(IdempotencyKeyMismatch)
+    kinds += [IdempotencyKeyMismatch, IdempotencyFingerprintUnknown]
     # Any view may store a coded body (its own, or GZipMiddleware's inside the middleware).
     kinds.append(IdempotencyReplayNotAcceptable)
     if policy.is_atomic:
@@ -169,7 +168,7 @@ _RETRY_LATER: tuple[type[IdempotencyError], ...] = (
 
 
 def _error(kind: type[IdempotencyError], policy: Policy) -> IdempotencyError:
-    if kind is IdempotencyKeyMismatch:
+    if kind in (IdempotencyKeyMismatch, IdempotencyFingerprintUnknown):
         return kind(status_code=policy.mismatch_status)
     if kind in _RETRY_LATER:
         return kind(retry_after=policy.retry_after)
@@ -177,24 +176,21 @@ def _error(kind: type[IdempotencyError], policy: Policy) -> IdempotencyError:
 
 
 def _answer_existing(
-    record: Record, fingerprint: str, policy: Policy, accept_encoding: str | None
+    record: Record, fingerprint: str, policy: Policy, request: HttpRequest
 ) -> HttpResponse | None:
-    # IETF draft §2.7: the key was used for another request; whatever its state, that is 422.
     if record.fingerprint != fingerprint:
-        raise IdempotencyKeyMismatch(status_code=policy.mismatch_status)
+        same = policy.is_same_request(record.fingerprint, fingerprint, request)
+        if same is None:  # made under a fingerprint this deploy cannot compute
+            raise IdempotencyFingerprintUnknown(status_code=policy.mismatch_status)
+        if not same:
+            # IETF draft §2.7: the key was used for another request; in any state, 422.
+            raise IdempotencyKeyMismatch(status_code=policy.mismatch_status)
     if record.state is State.NOT_REPLAYABLE:
         raise IdempotencyKeyNotReplayable
     if record.state is State.COMPLETED and record.response is not None:
+        accept_encoding = request.headers.get("Accept-Encoding")
         return replay_response(record.response, accept_encoding=accept_encoding)
     return None
-
-
-def _bounded(value: str, limit: int) -> str:
-    # Custom scope and fingerprint functions may return anything; longer than the store
-    # keeps, a value is hashed to fit.
-    if len(value) <= limit:
-        return value
-    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 #: Statuses the view answers without having done anything that must not happen twice: the

@@ -107,6 +107,18 @@ class IdempotencyKeyMismatch(IdempotencyError):
     )
 
 
+class IdempotencyFingerprintUnknown(IdempotencyError):
+    # A record made under a fingerprint version this deploy no longer computes: whether the
+    # retry is the same request cannot be told, and running it again could do it twice.
+    status_code = 422
+    default_code = "idempotency_fingerprint_unknown"
+    title = "Idempotency-Key stored under a fingerprint this server cannot check"
+    default_detail = (
+        "This Idempotency-Key was used for a request fingerprinted in a way this server no "
+        "longer computes, so it cannot tell whether this is the same request. It did not run."
+    )
+
+
 class IdempotencyKeyNotReplayable(IdempotencyError):
     status_code = 409
     default_code = "idempotency_key_not_replayable"

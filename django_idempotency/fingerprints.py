@@ -1,11 +1,25 @@
-"""What a request asks for, as a hash: method, path, query, content type and body."""
+"""What a request asks for, as a hash, and the version of the fingerprint that made it.
+
+A stored fingerprint is ``"<version>:<digest>"``. The version is the algorithm's id and a
+digest of the configuration that applied, so a retry made across a deploy that changed how
+requests are fingerprinted is compared under the version its record was made with
+(docs/behaviour.md, "Fingerprint versions").
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable
 
 from django.http import HttpRequest
 from django.http.request import RawPostDataException
+
+#: The length a digest is kept at; a custom fingerprint that is longer is hashed to fit.
+DIGEST_LENGTH = 64
+#: Between the version and the digest of a stored fingerprint; never in a version.
+SEPARATOR = ":"
 
 
 def default_fingerprint(request: HttpRequest) -> str:
@@ -38,3 +52,83 @@ def _body_digest(request: HttpRequest) -> bytes:
                     digest.update(chunk)
                 upload.seek(0)
         return digest.digest()
+
+
+Fingerprint = Callable[[HttpRequest], str]
+
+#: The algorithms this release ships, by id. An id names one way of computing a digest
+#: forever: a release that fingerprints differently adds an id and keeps the old one while
+#: records made under it may still be retried.
+ALGORITHMS: dict[str, Fingerprint] = {"request-1": default_fingerprint}
+#: What a version looks like: an algorithm id, a dot and eight hex digits of configuration.
+_VERSION = re.compile(r"[a-z0-9-]+\.[0-9a-f]{8}")
+#: The algorithm id of every fingerprint function that this release does not ship.
+CUSTOM = "custom"
+
+
+def version_of(function: Fingerprint) -> str:
+    """Return the version of the fingerprints ``function`` makes: algorithm and configuration.
+
+    A shipped algorithm is known by its id. A custom function is ``custom`` with a digest of
+    its ``fingerprint_version`` attribute if it has one, else of its qualified name: give it
+    a new ``fingerprint_version`` when it starts computing differently.
+    """
+    for algorithm, shipped in ALGORITHMS.items():
+        if function is shipped:
+            return f"{algorithm}.{_config_digest({})}"
+    label = getattr(function, "fingerprint_version", None)
+    if label is None:
+        label = getattr(function, "__module__", "") + "." + _qualified_name(function)
+    return f"{CUSTOM}.{_config_digest({'function': str(label)})}"
+
+
+def versioned(version: str, fingerprint: str) -> str:
+    """Return a fingerprint as stored: its version, the separator and its bounded digest."""
+    return f"{version}{SEPARATOR}{bounded(fingerprint, DIGEST_LENGTH)}"
+
+
+def compare(
+    stored: str, fingerprint: str, request: HttpRequest, candidates: Iterable[Fingerprint]
+) -> bool | None:
+    """Whether ``request`` is the request ``stored`` was made for; ``None`` if it cannot say.
+
+    ``fingerprint`` is the request's under the current version. A stored fingerprint
+    under another version is recomputed with the first of ``candidates`` that has that
+    version; with none, the answer is ``None``. A fingerprint stored before versions
+    existed (no separator) is compared with the current one, as it was then.
+    """
+    stored_version, stored_digest = split(stored)
+    version, digest = split(fingerprint)
+    if stored_version is None:
+        return stored == digest
+    if stored_version == version:
+        return stored_digest == digest
+    for candidate in candidates:
+        if version_of(candidate) == stored_version:
+            return bounded(candidate(request), DIGEST_LENGTH) == stored_digest
+    return None
+
+
+def split(stored: str) -> tuple[str | None, str]:
+    """Return a stored fingerprint's version (``None`` before versions existed) and digest."""
+    version, separator, digest = stored.partition(SEPARATOR)
+    if separator and _VERSION.fullmatch(version):
+        return version, digest
+    return None, stored
+
+
+def bounded(value: str, limit: int) -> str:
+    """Return ``value``, or its SHA-256 when longer than ``limit`` characters."""
+    if len(value) <= limit:
+        return value
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _config_digest(config: dict[str, str]) -> str:
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:8]
+
+
+def _qualified_name(function: object) -> str:
+    # A bound method is named by its function; a partial or an instance by its class.
+    return str(getattr(function, "__qualname__", None) or type(function).__qualname__)

@@ -17,7 +17,7 @@ from django_idempotency.storage.base import Census, Count
 
 #: Column widths, which ``DatabaseStorage`` reports to the engine.
 SCOPE_MAX_LENGTH = 255
-FINGERPRINT_MAX_LENGTH = 64
+FINGERPRINT_MAX_LENGTH = 128
 #: The width of the ``method`` column, which keeps an ``Origin``'s kind.
 METHOD_MAX_LENGTH = 16
 

@@ -22,6 +22,7 @@ from django.http import HttpRequest
 from django_idempotency import signals
 from django_idempotency.exceptions import (
     IdempotencyError,
+    IdempotencyFingerprintUnknown,
     IdempotencyKeyInProgress,
     IdempotencyKeyMismatch,
     IdempotencyKeyNotReplayable,
@@ -103,6 +104,7 @@ TELLINGS: dict[Outcome, _Telling] = {
 #: The outcome each error the engine answers with stands for.
 ERROR_OUTCOMES: dict[type[IdempotencyError], Outcome] = {
     IdempotencyKeyMismatch: Outcome.MISMATCH,
+    IdempotencyFingerprintUnknown: Outcome.MISMATCH,
     IdempotencyKeyInProgress: Outcome.IN_PROGRESS,
     IdempotencyLeaseExpired: Outcome.LEASE_EXPIRED,
     IdempotencyKeyNotReplayable: Outcome.NOT_REPLAYABLE,

@@ -7,7 +7,7 @@ import dataclasses
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +16,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.http import HttpRequest
 
+from django_idempotency import fingerprints
 from django_idempotency.conf import idempotency_settings
 from django_idempotency.options import (
     NEVER_REPLAYED_HEADERS,
@@ -24,6 +25,7 @@ from django_idempotency.options import (
     AnonymousMode,
     OnConflict,
     invalid_options,
+    resolve_callable,
     upper_methods,
     validate_options,
 )
@@ -72,6 +74,30 @@ class Policy:
     def applies_to(self, request: HttpRequest) -> bool:
         """Whether the layer acts on ``request`` (see ``applies_to``)."""
         return applies_to(request, methods=self.methods, header=self.header, required=self.required)
+
+    @functools.cached_property
+    def fingerprint_version(self) -> str:
+        """The version of the fingerprints this policy makes (``fingerprints.version_of``)."""
+        return fingerprints.version_of(self.fingerprint)
+
+    def fingerprint_of(self, request: HttpRequest) -> str:
+        """Return ``request``'s fingerprint as stored: this policy's version and the digest."""
+        return fingerprints.versioned(self.fingerprint_version, self.fingerprint(request))
+
+    def is_same_request(self, stored: str, fingerprint: str, request: HttpRequest) -> bool | None:
+        """Whether ``request`` is the one ``stored`` was made for; ``None`` if it cannot say.
+
+        A record made under another fingerprint version is compared under that version,
+        computed by this policy's function, the setting's, or an algorithm this release
+        ships, whichever has it (``fingerprints.compare``).
+        """
+        return fingerprints.compare(stored, fingerprint, request, self._fingerprint_candidates())
+
+    def _fingerprint_candidates(self) -> Iterator[Callable[[HttpRequest], str]]:
+        yield self.fingerprint
+        with contextlib.suppress(ImproperlyConfigured, ImportError):
+            yield resolve_callable(idempotency_settings.FINGERPRINT)
+        yield from fingerprints.ALGORITHMS.values()
 
     def should_replay_header(self, name: str) -> bool:
         lowered = name.lower()

@@ -53,3 +53,22 @@ def redis_record_names(storage: CacheStorage, key: str | None = None) -> Iterato
     for name in client.scan_iter(match=storage.record_key("*", "*").split("{")[0] + "*"):
         if key is None or client.hget(name, "key") == key.encode():
             yield name
+
+
+def stored_fingerprint(key: str) -> str:
+    """Return the fingerprint of the one record of ``key`` the configured storage holds."""
+    storage = configured_storage()
+    if not isinstance(storage, CacheStorage):
+        return str(IdempotencyKey.objects.get(key=key).fingerprint)
+    (name,) = redis_record_names(storage, key)
+    return _text(storage._client().hget(name, "fingerprint"))
+
+
+def rewrite_fingerprint(key: str, fingerprint: str) -> None:
+    """Make the one record of ``key`` hold ``fingerprint``, as another release may have left it."""
+    storage = configured_storage()
+    if not isinstance(storage, CacheStorage):
+        IdempotencyKey.objects.filter(key=key).update(fingerprint=fingerprint)
+        return
+    (name,) = redis_record_names(storage, key)
+    storage._client().hset(name, "fingerprint", fingerprint)

@@ -221,7 +221,10 @@ def test_error_responses__every_status_and_code_of_a_mixin_view() -> None:
         "idempotency_lease_expired",
     ]
     assert codes(responses["413"]) == ["idempotency_request_too_large"]
-    assert codes(responses["422"]) == ["idempotency_key_mismatch"]
+    assert codes(responses["422"]) == [
+        "idempotency_key_mismatch",
+        "idempotency_fingerprint_unknown",
+    ]
     assert codes(responses["503"]) == ["idempotency_store_unavailable"]
 
 
@@ -271,6 +274,7 @@ def test_error_responses__follow_the_views_policy() -> None:
         "idempotency_key_in_progress",
         "idempotency_key_not_replayable",
         "idempotency_key_mismatch",
+        "idempotency_fingerprint_unknown",
     ]  # and no lease_expired: that needs a shared transaction
 
 

@@ -158,9 +158,10 @@ class Storage(abc.ABC):
 
     #: Whether ``atomic()`` couples the view's database writes with ``complete()``.
     is_transactional: bool = False
-    #: The longest scope and fingerprint the storage keeps; the engine hashes longer ones.
+    #: The longest scope the storage keeps; the engine hashes longer ones.
     max_scope_length: int = 255
-    max_fingerprint_length: int = 64
+    #: The longest fingerprint the storage keeps: a version and a 64-character digest fit.
+    max_fingerprint_length: int = 128
 
     @property
     def using(self) -> str | None:
