@@ -24,11 +24,7 @@ def stored_records() -> list[tuple[str, str, str]]:
 
 def stored_token(key: str) -> str:
     """Return the owner's token of the one record of ``key`` the configured storage holds."""
-    storage = configured_storage()
-    if not isinstance(storage, CacheStorage):
-        return str(IdempotencyKey.objects.get(key=key).token)
-    (name,) = redis_record_names(storage, key)
-    return _text(storage._client().hget(name, "token"))
+    return _stored_field(key, "token")
 
 
 def stored_origin(key: str) -> Origin:
@@ -57,11 +53,16 @@ def redis_record_names(storage: CacheStorage, key: str | None = None) -> Iterato
 
 def stored_fingerprint(key: str) -> str:
     """Return the fingerprint of the one record of ``key`` the configured storage holds."""
+    return _stored_field(key, "fingerprint")
+
+
+def _stored_field(key: str, field: str) -> str:
+    # The model's field and the Redis hash's field share their names.
     storage = configured_storage()
     if not isinstance(storage, CacheStorage):
-        return str(IdempotencyKey.objects.get(key=key).fingerprint)
+        return str(getattr(IdempotencyKey.objects.get(key=key), field))
     (name,) = redis_record_names(storage, key)
-    return _text(storage._client().hget(name, "fingerprint"))
+    return _text(storage._client().hget(name, field))
 
 
 def rewrite_fingerprint(key: str, fingerprint: str) -> None:
