@@ -83,20 +83,30 @@ def click_and_load(browser: object, element: object) -> None:
     """Click ``element`` and wait until the page it leads to has replaced the current one.
 
     Without the wait, the next ``find_element`` can still see the old page (its message list,
-    its rows) and then fail with a stale element once the new page arrives.
+    its rows) and then fail with a stale element once the new page arrives. The old page is
+    recognised by a mark set on its ``window``, which a navigation drops; no element of the old
+    page is touched while it is torn down (Chromium can answer such a call with an "unhandled
+    inspector error" instead of a stale element). Errors while the page is between documents
+    are retried until the new one is complete.
     """
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.remote.webelement import WebElement
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
     assert isinstance(browser, WebDriver)
     assert isinstance(element, WebElement)
-    old_page = browser.find_element("tag name", "html")
+    mark = uuid.uuid4().hex
+    browser.execute_script("window.idempotencyPageMark = arguments[0];", mark)
     element.click()
-    wait = WebDriverWait(browser, 30)
-    wait.until(expected_conditions.staleness_of(old_page))
-    wait.until(lambda driver: driver.execute_script("return document.readyState") == "complete")
+
+    def new_page_loaded(driver: WebDriver) -> bool:
+        page = driver.execute_script(
+            "return [window.idempotencyPageMark || null, document.readyState];"
+        )
+        return bool(page == [None, "complete"])
+
+    WebDriverWait(browser, 30, ignored_exceptions=(WebDriverException,)).until(new_page_loaded)
 
 
 def lines_of(browser: object, element: object) -> int:
