@@ -54,6 +54,40 @@ class IdempotencyKeyQuerySet(models.QuerySet["IdempotencyKey"]):
         stale = models.Q(state=IdempotencyKey.State.IN_FLIGHT, expires_at__lte=now - grace)
         return self.expired(now).filter(finished | stale)
 
+    def of_scope(self, scope: str) -> IdempotencyKeyQuerySet:
+        """Return the records of one scope (one principal), in every state."""
+        return self.filter(scope=scope)
+
+    def delete_batch(
+        self, batch_size: int, *, skip_locked: bool = False, flush: bool = True
+    ) -> int | None:
+        """Delete up to ``batch_size`` of these records in one transaction; ``None`` if none.
+
+        The batch is read first, in this queryset's order, and locked, then deleted by
+        primary key under this queryset's own filter again: a record that changed meanwhile
+        so it no longer matches (a purge's expired key claimed again) survives. A row a
+        request or another delete holds locked is waited for, or with ``skip_locked`` left
+        for a later run (where the database can skip locked rows). ``flush=False`` does
+        not wait for the WAL flush on PostgreSQL, which shortens the locks where losing the
+        last deletes in a server crash does no harm (the purge deletes them again).
+        """
+        features = connections[self.db].features
+        with transaction.atomic(using=self.db):
+            if not flush and connections[self.db].vendor == "postgresql":
+                with connections[self.db].cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            skip = skip_locked and features.has_select_for_update_skip_locked
+            candidates = self.select_for_update(skip_locked=skip)
+            # Read first, then delete by primary key: as a subquery of the DELETE, PostgreSQL
+            # may plan the batch as a subplan re-run per row, each run skipping the rows the
+            # DELETE already removed and offering batch_size more, so one batch took the table.
+            batch = list(candidates.values_list("pk", flat=True)[:batch_size])
+            if not batch:
+                return None
+            deleted, _ = self.order_by().filter(pk__in=batch).delete()
+        # A batch whose every row changed meanwhile deletes none; the next batch goes on.
+        return deleted
+
     def bounded_count(self, limit: int = COUNT_LIMIT) -> Count:
         """Count the records, reading at most ``limit + 1`` of them.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
 from django_idempotency.exceptions import IdempotencyKeyWithoutPrincipal
@@ -31,6 +32,21 @@ def default_scope(request: HttpRequest) -> str:
     if credentials:
         return "credentials:" + _digest(credentials)
     return ANONYMOUS
+
+
+def user_scope(pk: object) -> str:
+    """Return the scope ``default_scope`` gives the ``AUTH_USER_MODEL`` user with key ``pk``.
+
+    Raises ``ValidationError`` when ``pk`` is not a valid primary key for that model. The
+    user need not exist any more: an erasure request may come after the account is gone.
+    """
+    from django.contrib.auth import get_user_model
+
+    user_model = get_user_model()
+    principal = _user_principal(user_model(pk=user_model._meta.pk.to_python(pk)))
+    if principal is None:
+        raise ValidationError("A primary key is required.", code="required")
+    return principal
 
 
 def resolve_anonymous(request: HttpRequest, mode: AnonymousMode) -> str:

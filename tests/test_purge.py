@@ -18,6 +18,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from django_idempotency import models
 from django_idempotency.management.commands import purge_idempotency_keys
 from django_idempotency.models import IdempotencyKey
 from django_idempotency.storage.base import Claim, StorageUnavailable, StoredResponse
@@ -131,9 +132,7 @@ def test_purge__each_batch_is_its_own_transaction(monkeypatch: pytest.MonkeyPatc
         entered.append(str(using))
         return real_atomic(using=using, **kwargs)
 
-    monkeypatch.setattr(
-        purge_idempotency_keys, "transaction", SimpleNamespace(atomic=recording_atomic)
-    )
+    monkeypatch.setattr(models, "transaction", SimpleNamespace(atomic=recording_atomic))
     purge("--batch-size", "2")
 
     # Three batches that delete, and a fourth that finds nothing left.

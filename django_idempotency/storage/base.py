@@ -148,6 +148,10 @@ class OwnershipLost(StorageError):
     """The claim's token no longer matches: its lease ended or another request took over."""
 
 
+#: How many records one batch of ``Storage.erase_scope`` deletes, at most.
+ERASE_BATCH_SIZE = 500
+
+
 def new_token() -> str:
     """Return a fresh fencing token."""
     return secrets.token_hex(16)
@@ -207,6 +211,22 @@ class Storage(abc.ABC):
         the store does not answer.
         """
         return None
+
+    def erase_scope(self, scope: str, *, batch_size: int = ERASE_BATCH_SIZE) -> Iterator[int]:
+        """Delete every record of ``scope`` (one principal's keys), in every state, by batches.
+
+        For an erasure request (docs/purge.md, "Erasing a principal's keys"). Yields how
+        many records each batch deleted; nothing is deleted until it is iterated. Afterwards a
+        retry of an erased completed key runs its view again, and a request still running on
+        an erased key cannot store its response (``OwnershipLost``). Raises
+        ``StorageUnavailable`` when the store does not answer, ``NotImplementedError`` when
+        this storage cannot find a scope's records.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot erase a scope's records.")
+
+    def count_scope(self, scope: str) -> Count:
+        """Count the records of ``scope`` in every state, as ``erase_scope`` would find them."""
+        raise NotImplementedError(f"{type(self).__name__} cannot count a scope's records.")
 
     def is_rollback_marked(self) -> bool:
         """Whether the open ``atomic()`` block is already doomed to roll back."""

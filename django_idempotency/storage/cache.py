@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from django_idempotency.conf import idempotency_settings
 from django_idempotency.storage.base import (
+    ERASE_BATCH_SIZE,
     Census,
     Claim,
     Count,
@@ -105,7 +106,23 @@ return {found[1], found[2], found[3], found[4] or '', found[5] or '', found[6] o
         redis.call('PTTL', KEYS[1])}
 """
 
-_SCRIPTS = {"claim": _CLAIM, "complete": _COMPLETE, "release": _RELEASE, "get": _GET}
+# A record's name is a digest of its scope and key, so an erasure finds a scope's records
+# by their ``scope`` field; the script re-reads it, so a name it was given is only deleted
+# while it still holds a record of that scope.
+_ERASE = """
+if redis.call('HGET', KEYS[1], 'scope') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+_SCRIPTS = {
+    "claim": _CLAIM,
+    "complete": _COMPLETE,
+    "release": _RELEASE,
+    "get": _GET,
+    "erase": _ERASE,
+}
 
 _UNAVAILABLE = "the idempotency cache did not answer"
 #: How many records a census looks at, at most; how many keys one SCAN call asks for; and
@@ -229,19 +246,66 @@ class CacheStorage(Storage):
             sampled=len(names),
         )
 
+    def erase_scope(self, scope: str, *, batch_size: int = ERASE_BATCH_SIZE) -> Iterator[int]:
+        """Delete the scope's records, found by a ``SCAN`` of every record (see ``_ERASE``).
+
+        The scan walks the whole keyspace in steps of about ``batch_size`` names, without
+        blocking Redis; its cost grows with the number of records of every scope.
+        """
+        for names in self._of_scope(scope, batch_size):
+            # SCAN's COUNT is a hint: a small keyspace comes back in one page.
+            for start in range(0, len(names), batch_size):
+                batch = names[start : start + batch_size]
+                yield sum(int(self._run("erase", name, scope)) for name in batch)
+
+    def count_scope(self, scope: str) -> Count:
+        # SCAN may return a name twice; each record counts once.
+        found = {name for names in self._of_scope(scope, ERASE_BATCH_SIZE) for name in names}
+        return Count(len(found))
+
+    def _of_scope(self, scope: str, batch_size: int) -> Iterator[list[str]]:
+        """Yield the names of the scope's records, a non-empty page at a time."""
+        client = self._client()
+        wanted = scope.encode()
+        try:
+            for page, _last in self._pages(client, batch_size):
+                pipeline = client.pipeline(transaction=False)
+                for name in page:
+                    pipeline.hget(name, "scope")
+                scopes = pipeline.execute()
+                names = [
+                    _text(name) for name, found in zip(page, scopes, strict=True) if found == wanted
+                ]
+                if names:
+                    yield names
+        except (RedisError, OSError) as exc:
+            raise StorageUnavailable(_UNAVAILABLE) from exc
+
     def _scan(self, client: Redis, sample: int) -> tuple[list[bytes | str], bool]:
         """Return the names of up to ``sample`` records, and whether they are all of them."""
-        pattern = _glob_escape(self.record_key("", "").rsplit(":", 1)[0]) + ":*"
         names: set[bytes | str] = set()  # SCAN may return a key twice
-        cursor = 0
-        for _ in range(_SCAN_CALLS):
-            cursor, found = client.scan(cursor, match=pattern, count=_SCAN_COUNT)
-            names.update(found)
+        for calls, (page, last) in enumerate(self._pages(client, _SCAN_COUNT), start=1):
+            names.update(page)
             if len(names) > sample:
                 break
-            if cursor == 0:
+            if last:
                 return sorted(names), True
+            if calls == _SCAN_CALLS:
+                break
         return sorted(names)[:sample], False
+
+    def _pages(self, client: Redis, count: int) -> Iterator[tuple[list[bytes | str], bool]]:
+        """Yield the records' names one ``SCAN`` call at a time, and whether it was the last.
+
+        A name may come twice (SCAN's guarantee); a page may be empty.
+        """
+        pattern = _glob_escape(self.record_key("", "").rsplit(":", 1)[0]) + ":*"
+        cursor = 0
+        while True:
+            cursor, found = client.scan(cursor, match=pattern, count=count)
+            yield list(found), cursor == 0
+            if cursor == 0:
+                return
 
     def _client(self) -> Redis:
         """Return the raw redis-py client behind the alias, which never swallows errors."""
@@ -273,6 +337,10 @@ class CacheStorage(Storage):
 def _milliseconds(duration: timedelta) -> int:
     # PX refuses zero and negatives; a non-positive duration means "expire at once".
     return max(1, int(duration / timedelta(milliseconds=1)))
+
+
+def _text(name: bytes | str) -> str:
+    return name.decode() if isinstance(name, bytes) else name
 
 
 def _glob_escape(text: str) -> str:

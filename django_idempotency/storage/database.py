@@ -8,12 +8,11 @@ from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
-from django_idempotency.clock import now_sql, to_datetime
+from django_idempotency.clock import to_datetime
 from django_idempotency.models import (
     FINGERPRINT_MAX_LENGTH,
     METHOD_MAX_LENGTH,
@@ -23,8 +22,10 @@ from django_idempotency.models import (
 )
 from django_idempotency.storage import postgresql
 from django_idempotency.storage.base import (
+    ERASE_BATCH_SIZE,
     Census,
     Claim,
+    Count,
     Origin,
     OwnershipLost,
     Record,
@@ -33,6 +34,14 @@ from django_idempotency.storage.base import (
     StorageUnavailable,
     StoredResponse,
     new_token,
+)
+from django_idempotency.storage.database_sql import (
+    Statements,
+    adapt_datetime,
+    adapt_json,
+    execute,
+    fetch_one,
+    statements,
 )
 
 # A claim races at most a few times: each lost race means another request wrote the
@@ -95,7 +104,7 @@ class DatabaseStorage(Storage):
         origin: Origin = Origin(),
     ) -> Claim | Record:
         connection = connections[self.using]
-        sql = _statements(connection)
+        sql = statements(connection)
         # A label for the operator who finds the record, so a kind longer than its column
         # is cut rather than fail the claim.
         kind = origin.kind[:METHOD_MAX_LENGTH]
@@ -123,9 +132,9 @@ class DatabaseStorage(Storage):
                     claim.token,
                     kind,
                     origin.name,
-                    _adapt_datetime(connection, now),
-                    _adapt_datetime(connection, claim.expires_at),
-                    _adapt_json(connection, []),
+                    adapt_datetime(connection, now),
+                    adapt_datetime(connection, claim.expires_at),
+                    adapt_json(connection, []),
                     b"",
                 ]
                 if row is None:
@@ -138,14 +147,14 @@ class DatabaseStorage(Storage):
                     )
                     try:
                         with guard:
-                            _execute(connection, sql.insert, [scope, key, *fresh])
+                            execute(connection, sql.insert, [scope, key, *fresh])
                     except IntegrityError:
                         continue
                     return claim
                 # Take over a dead record, but only the one we read, and only while it is
                 # still dead: a concurrent completion moves expires_at into the future.
-                expired = [row[0], row[3], _adapt_datetime(connection, now)]
-                if _execute(connection, sql.take_over, [*fresh, *expired]):
+                expired = [row[0], row[3], adapt_datetime(connection, now)]
+                if execute(connection, sql.take_over, [*fresh, *expired]):
                     return claim
         except DatabaseError as exc:
             raise StorageUnavailable(_UNAVAILABLE) from exc
@@ -182,17 +191,17 @@ class DatabaseStorage(Storage):
         self, claim: Claim, response: StoredResponse, *, ttl: timedelta, replayable: bool = True
     ) -> None:
         connection = connections[self.using]
-        sql = _statements(connection)
+        sql = statements(connection)
         # The store's time, told from the claim's reading of it; the fence itself compares
         # with the database's clock in SQL.
         now = claim.store_now() or self.clock()
         state = State.COMPLETED if replayable else State.NOT_REPLAYABLE
         params = [
             state.value,
-            _adapt_datetime(connection, now),
-            _adapt_datetime(connection, now + ttl),
+            adapt_datetime(connection, now),
+            adapt_datetime(connection, now + ttl),
             response.status,
-            _adapt_json(connection, [list(pair) for pair in response.headers]),
+            adapt_json(connection, [list(pair) for pair in response.headers]),
             response.body if replayable else b"",
             claim.scope,
             claim.key,
@@ -206,7 +215,7 @@ class DatabaseStorage(Storage):
                 completed = postgresql.complete(connection, params)
             else:
                 fence = [State.IN_FLIGHT.value, *sql.now_params(connection, self.clock)]
-                completed = bool(_execute(connection, sql.complete, [*params, *fence]))
+                completed = bool(execute(connection, sql.complete, [*params, *fence]))
         except DatabaseError as exc:
             raise StorageUnavailable(_UNAVAILABLE) from exc
         if not completed:
@@ -230,14 +239,14 @@ class DatabaseStorage(Storage):
         connection = connections[self.using]
         params = [claim.scope, claim.key, claim.token, State.IN_FLIGHT.value]
         try:
-            return bool(_execute(connection, _statements(connection).release, params))
+            return bool(execute(connection, statements(connection).release, params))
         except DatabaseError as exc:
             raise StorageUnavailable(_UNAVAILABLE) from exc
 
     def get(self, scope: str, key: str) -> Record | None:
         connection = connections[self.using]
         try:
-            now, row = self._read(connection, _statements(connection), scope, key)
+            now, row = self._read(connection, statements(connection), scope, key)
         except DatabaseError as exc:
             raise StorageUnavailable(_UNAVAILABLE) from exc
         if row is None or to_datetime(row[4]) <= now:
@@ -245,16 +254,35 @@ class DatabaseStorage(Storage):
         return _to_record(scope, key, row)
 
     def _read(
-        self, connection: BaseDatabaseWrapper, sql: _Statements, scope: str, key: str
+        self, connection: BaseDatabaseWrapper, sql: Statements, scope: str, key: str
     ) -> tuple[datetime, tuple[Any, ...] | None]:
         """Return the store's time and the record's row (``None`` if absent) in one query."""
-        now, *row = _fetch_one(connection, sql.select, [scope, key]) or (None,)
+        now, *row = fetch_one(connection, sql.select, [scope, key]) or (None,)
         store_now = self.clock() if now is None else to_datetime(now)
         return store_now, (tuple(row) if row and row[0] is not None else None)
 
     def census(self) -> Census:
         try:
             return IdempotencyKey.objects.using(self.using).census()
+        except DatabaseError as exc:
+            raise StorageUnavailable(_UNAVAILABLE) from exc
+
+    def erase_scope(self, scope: str, *, batch_size: int = ERASE_BATCH_SIZE) -> Iterator[int]:
+        # Ordered as the unique (scope, key) index is, so each batch reads that index only.
+        # A row a request holds locked is waited for, not skipped: an erasure leaves none.
+        records = IdempotencyKey.objects.using(self.using).of_scope(scope).order_by("key")
+        while True:
+            try:
+                deleted = records.delete_batch(batch_size)
+            except DatabaseError as exc:
+                raise StorageUnavailable(_UNAVAILABLE) from exc
+            if deleted is None:
+                return
+            yield deleted
+
+    def count_scope(self, scope: str) -> Count:
+        try:
+            return IdempotencyKey.objects.using(self.using).of_scope(scope).bounded_count()
         except DatabaseError as exc:
             raise StorageUnavailable(_UNAVAILABLE) from exc
 
@@ -275,100 +303,6 @@ class DatabaseStorage(Storage):
                 yield
             finally:
                 setattr(connection, _OWN_BLOCK, None)
-
-
-class _Statements:
-    """The request path's SQL for one database vendor, quoted by its own rules."""
-
-    def __init__(self, connection: BaseDatabaseWrapper) -> None:
-        q = connection.ops.quote_name
-        database_now = now_sql(connection)
-        #: Whether the fences compare with the app's clock, passed as a parameter.
-        self.uses_app_clock = database_now is None
-        table = q(IdempotencyKey._meta.db_table)
-        pk, scope, key, state, fingerprint, token = map(
-            q, ["id", "scope", "key", "state", "fingerprint", "token"]
-        )
-        method, path, created_at, completed_at, expires_at = map(
-            q, ["method", "path", "created_at", "completed_at", "expires_at"]
-        )
-        status, headers, body = map(q, ["response_status", "response_headers", "response_body"])
-        # The store's time first (NULL: the app's clock), then the record's columns in the
-        # order _to_record reads, all NULL when there is no record: the one-row subquery
-        # makes the database answer its time even then.
-        one = f"(SELECT 1 AS {q('one')}{connection.features.bare_select_suffix}) {q('one')}"
-        record = [pk, state, fingerprint, token, expires_at, status, headers, body]
-        self.select = (
-            f"SELECT {database_now or 'NULL'}, "
-            + ", ".join(f"{table}.{column}" for column in record)
-            + f" FROM {one} LEFT JOIN {table} ON {table}.{scope} = %s AND {table}.{key} = %s"
-        )
-        columns = (
-            f"{scope}, {key}, {state}, {fingerprint}, {token}, {method}, {path}, "
-            f"{created_at}, {expires_at}, {headers}, {body}"
-        )
-        values = ", ".join(["%s"] * 11)
-        self.insert = f"INSERT INTO {table} ({columns}) VALUES ({values})"
-        #: PostgreSQL: the claim and the completion as functions (storage/postgresql.py).
-        self.functions = postgresql.uses_functions(connection)
-        self.take_over = (
-            f"UPDATE {table} SET {state} = %s, {fingerprint} = %s, {token} = %s, "
-            f"{method} = %s, {path} = %s, {created_at} = %s, {expires_at} = %s, "
-            f"{headers} = %s, {body} = %s, {completed_at} = NULL, {status} = NULL "
-            f"WHERE {pk} = %s AND {token} = %s AND {expires_at} <= %s"
-        )
-        self.complete = (
-            f"UPDATE {table} SET {state} = %s, {completed_at} = %s, {expires_at} = %s, "
-            f"{status} = %s, {headers} = %s, {body} = %s "
-            f"WHERE {scope} = %s AND {key} = %s AND {token} = %s AND {state} = %s "
-            f"AND {expires_at} > {database_now or '%s'}"
-        )
-        self.release = (
-            f"DELETE FROM {table} WHERE {scope} = %s AND {key} = %s AND {token} = %s "
-            f"AND {state} = %s"
-        )
-
-    def now_params(
-        self, connection: BaseDatabaseWrapper, clock: Callable[[], datetime]
-    ) -> list[Any]:
-        """Return the parameter a fence needs for "now": none when the database tells it."""
-        return [_adapt_datetime(connection, clock())] if self.uses_app_clock else []
-
-
-_STATEMENTS: dict[tuple[type[BaseDatabaseWrapper], str, bool], _Statements] = {}
-
-
-def _statements(connection: BaseDatabaseWrapper) -> _Statements:
-    # Quoting rules belong to the backend class; the table name could be swapped in tests,
-    # and USE_TZ decides which clock MySQL's fences read.
-    cache_key = (type(connection), IdempotencyKey._meta.db_table, settings.USE_TZ)
-    statements = _STATEMENTS.get(cache_key)
-    if statements is None:
-        statements = _STATEMENTS[cache_key] = _Statements(connection)
-    return statements
-
-
-def _execute(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return int(cursor.rowcount)
-
-
-def _fetch_one(
-    connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]
-) -> tuple[Any, ...] | None:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row: tuple[Any, ...] | None = cursor.fetchone()
-        return row
-
-
-def _adapt_datetime(connection: BaseDatabaseWrapper, value: datetime) -> Any:
-    return connection.ops.adapt_datetimefield_value(value)
-
-
-def _adapt_json(connection: BaseDatabaseWrapper, value: Any) -> Any:
-    return connection.ops.adapt_json_value(value, None)
 
 
 def _to_record(scope: str, key: str, row: Sequence[Any]) -> Record:

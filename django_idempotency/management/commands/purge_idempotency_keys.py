@@ -1,21 +1,24 @@
-"""Delete expired idempotency records in short batches, safe to run from cron during traffic."""
+"""Delete expired idempotency records in short batches, safe from cron; or erase a principal's."""
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, connections
 
 from django_idempotency.clock import database_now
 from django_idempotency.conf import idempotency_settings
+from django_idempotency.fingerprints import bounded
 from django_idempotency.models import COUNT_LIMIT, IdempotencyKey, records_database
-from django_idempotency.storage.base import Count
-from django_idempotency.storage.registry import configured_storage_class
+from django_idempotency.scopes import user_scope
+from django_idempotency.storage.base import Count, Storage, StorageUnavailable
+from django_idempotency.storage.registry import configured_storage, configured_storage_class
 
 #: How long after its lease ended an in-flight record is kept for operators to inspect.
 DEFAULT_GRACE = timedelta(hours=1)
@@ -34,29 +37,16 @@ def purge_batch(
     using: str, *, now: datetime, grace: timedelta, batch_size: int
 ) -> BatchResult | None:
     """Delete one batch of purgeable records in its own transaction; None when none are left."""
-    records = IdempotencyKey.objects.using(using)
-    features = connections[using].features
     started = time.perf_counter()
-    with transaction.atomic(using=using):
-        if connections[using].vendor == "postgresql":
-            # Losing the last deletes in a server crash only brings back expired rows, which
-            # the next run deletes again; not waiting for the WAL flush shortens each lock.
-            with connections[using].cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        candidates = records.purgeable(now, grace=grace).order_by("expires_at")
-        if features.has_select_for_update_skip_locked:
-            # Rows a request is re-claiming, or another purge holds, are skipped, not awaited.
-            candidates = candidates.select_for_update(skip_locked=True)
-        # Read first, then delete by primary key: as a subquery of the DELETE, PostgreSQL may
-        # plan the batch as a subplan re-run per row, each run skipping the rows the DELETE
-        # already removed and offering batch_size more, so one batch took the whole table.
-        batch = list(candidates.values_list("pk", flat=True)[:batch_size])
-        if not batch:
-            return None
-        # One statement; its own WHERE re-checks expiry, so a record claimed, completed or
-        # re-claimed since it was chosen has moved its expires_at into the future and survives.
-        deleted, _ = records.purgeable(now, grace=grace).filter(pk__in=batch).delete()
-    # A batch whose every row was re-claimed meanwhile deletes none; the next batch goes on.
+    # The delete re-checks expiry, so a record claimed, completed or re-claimed since it
+    # was chosen has moved its expires_at into the future and survives.
+    purgeable = IdempotencyKey.objects.using(using).purgeable(now, grace=grace)
+    # Rows a request is re-claiming, or another purge holds, are skipped, not awaited.
+    deleted = purgeable.order_by("expires_at").delete_batch(
+        batch_size, skip_locked=True, flush=False
+    )
+    if deleted is None:
+        return None
     return BatchResult(deleted, time.perf_counter() - started)
 
 
@@ -104,9 +94,38 @@ class Command(BaseCommand):
         parser.add_argument(
             "--grace",
             type=float,
-            default=DEFAULT_GRACE.total_seconds(),
             help="Seconds an in-flight key is kept after its lease ended, so operators can "
             f"see stuck keys (default {int(DEFAULT_GRACE.total_seconds())}).",
+        )
+        erasure = parser.add_argument_group(
+            "erasure",
+            "Delete every key of one principal instead, expired or not, in every state (an "
+            "erasure request). A retry of an erased key runs its view again.",
+        )
+        erasure.add_argument(
+            "--scope",
+            action="append",
+            dest="scopes",
+            default=[],
+            metavar="SCOPE",
+            help="Erase the keys of this scope, as the scope function returns it "
+            '("user:auth.user:42" with the default one). Repeat for more scopes.',
+        )
+        erasure.add_argument(
+            "--user",
+            action="append",
+            dest="users",
+            default=[],
+            metavar="PK",
+            help="Erase the keys of the AUTH_USER_MODEL user with this primary key, under the "
+            "default scope function. Repeat for more users.",
+        )
+        erasure.add_argument(
+            "--no-input",
+            "--noinput",
+            action="store_false",
+            dest="interactive",
+            help="Erase without asking first (asked on a terminal, refused elsewhere).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -114,6 +133,21 @@ class Command(BaseCommand):
         batch_size: int = options["batch_size"]
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
+        scopes = self.scopes_to_erase(options["scopes"], options["users"])
+        if scopes:
+            if options["grace"] is not None:
+                raise CommandError("--grace applies to the purge of expired keys, not to erasure.")
+            self.erase_scopes(
+                scopes,
+                storage=self.erasure_storage(options["database"]),
+                dry_run=options["dry_run"],
+                interactive=options["interactive"],
+                batch_size=batch_size,
+                verbosity=verbosity,
+            )
+            return
+        if options["grace"] is None:
+            options["grace"] = DEFAULT_GRACE.total_seconds()
         if options["grace"] < 0:
             raise CommandError("--grace must not be negative.")
         grace = timedelta(seconds=options["grace"])
@@ -140,6 +174,97 @@ class Command(BaseCommand):
             raise CommandError(
                 f"Purging idempotency keys failed: {exc.__class__.__name__}."
             ) from exc
+
+    def scopes_to_erase(self, scopes: list[str], users: list[str]) -> list[str]:
+        """Return the scopes named by ``--scope`` and ``--user``, each once, in their order."""
+        if any(not scope for scope in scopes):
+            raise CommandError("--scope must not be empty.")
+        named = list(scopes)
+        for pk in users:
+            try:
+                named.append(user_scope(pk))
+            except ValidationError as problem:
+                raise CommandError(f"--user {pk!r}: {' '.join(problem.messages)}") from problem
+        return list(dict.fromkeys(named))
+
+    def erasure_storage(self, database: str | None) -> Storage:
+        """Return the storage whose records an erasure deletes: the configured one."""
+        try:
+            storage = configured_storage()
+        except ImproperlyConfigured as problem:
+            raise CommandError(str(problem)) from problem
+        if database is None:
+            return storage
+        from django_idempotency.storage.database import DatabaseStorage
+
+        if not isinstance(storage, DatabaseStorage):
+            raise CommandError(
+                f"--database applies to DatabaseStorage; IDEMPOTENCY_STORAGE is "
+                f"{idempotency_settings.STORAGE}."
+            )
+        if database not in connections:
+            raise CommandError(f"Unknown database {database!r}.")
+        return DatabaseStorage(database)
+
+    def erase_scopes(
+        self,
+        scopes: list[str],
+        *,
+        storage: Storage,
+        dry_run: bool,
+        interactive: bool,
+        batch_size: int,
+        verbosity: int,
+    ) -> None:
+        """Delete every record of each scope, after saying how many and asking, where asked."""
+        # The engine stores a scope longer than the storage keeps as its digest.
+        stored = {scope: bounded(scope, storage.max_scope_length) for scope in scopes}
+        try:
+            if dry_run or interactive:
+                for scope in scopes:
+                    count = storage.count_scope(stored[scope])
+                    self.stdout.write(
+                        f"{'Dry run: would erase' if dry_run else 'Found'} {count} idempotency "
+                        f"key(s) of scope {scope!r}, in every state."
+                    )
+            if dry_run:
+                return
+            if interactive:
+                self.confirm_erasure()
+            for scope in scopes:
+                erased = 0
+                batches = storage.erase_scope(stored[scope], batch_size=batch_size)
+                for batch, deleted in enumerate(batches, start=1):
+                    erased += deleted
+                    if verbosity >= 2:
+                        self.stdout.write(f"Batch {batch}: erased {deleted}.")
+                if verbosity >= 1:
+                    self.stdout.write(
+                        self.style.SUCCESS(
+                            f"Erased {erased} idempotency key(s) of scope {scope!r}."
+                        )
+                    )
+        except NotImplementedError as problem:
+            raise CommandError(str(problem)) from problem
+        except StorageUnavailable as problem:
+            raise CommandError(f"Erasing idempotency keys failed: {problem}.") from problem
+
+    def confirm_erasure(self) -> None:
+        """Ask on a terminal; refuse where nobody can answer (cron, a pipe)."""
+        if not self.stdin_is_terminal():
+            raise CommandError(
+                "Erasure asks before it deletes; pass --no-input to erase without asking."
+            )
+        answer = input(
+            "A retry of an erased completed key runs its view again (a payment is made again),\n"
+            "and a request still running on an erased key cannot store its response.\n"
+            "Type 'yes' to erase: "
+        )
+        if answer.strip().lower() != "yes":
+            raise CommandError("Erasure cancelled; nothing was deleted.")
+
+    def stdin_is_terminal(self) -> bool:
+        return sys.stdin.isatty()
 
     def is_database_storage(self) -> bool:
         """Return whether the configured storage keeps its records in the model."""
