@@ -121,7 +121,13 @@ def _claim(
                 return None
             raise IdempotencyStoreUnavailable(retry_after=policy.retry_after) from exc
         if isinstance(result, Claim):
-            report(Outcome.CLAIMED, subject, "claim", started)
+            replaced = result.replaced
+            if replaced is None:
+                report(Outcome.CLAIMED, subject, "claim", started)
+            else:
+                # Still a claim: the view runs. What it took over is what operators watch.
+                outcome = Outcome.TAKEN_OVER if replaced.is_in_flight else Outcome.EXPIRED
+                report(outcome, subject, "claim", started, expired_for=replaced.expired_for)
             return Execution(policy, result, subject)
         replay = _answer_existing(result, fingerprint, policy, request)
         if replay is not None:

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 class Outcome(StrEnum):
     CLAIMED = "claimed"
+    TAKEN_OVER = "taken_over"
+    EXPIRED = "expired"
     COMPLETED = "completed"
     REPLAYED = "replayed"
     MISMATCH = "mismatch"
@@ -59,6 +62,16 @@ class _Telling:
 #: Each outcome's signal, log level and what its log line says.
 TELLINGS: dict[Outcome, _Telling] = {
     Outcome.CLAIMED: _Telling(signals.idempotency_claimed, logging.DEBUG, "claimed; the view runs"),
+    Outcome.TAKEN_OVER: _Telling(
+        signals.idempotency_taken_over,
+        logging.WARNING,
+        "took over a key whose request never finished within its lease; the view runs again",
+    ),
+    Outcome.EXPIRED: _Telling(
+        signals.idempotency_expired,
+        logging.INFO,
+        "retried after its stored response expired (IDEMPOTENCY_TTL); the view runs again",
+    ),
     Outcome.COMPLETED: _Telling(
         signals.idempotency_completed, logging.DEBUG, "response stored; retries replay it"
     ),
@@ -135,6 +148,7 @@ def report(
     error: BaseException | None = None,
     level: int | None = None,
     says: str | None = None,
+    expired_for: timedelta | None = None,
 ) -> None:
     """Send the outcome's signal and log its line (``level`` and ``says`` override the table's).
 
@@ -164,6 +178,7 @@ def report(
             store_seconds=store_seconds,
             status=status,
             error=error,
+            expired_for=expired_for,
         )
     if logger.isEnabledFor(level):
         fields: dict[str, Any] = {
@@ -174,6 +189,9 @@ def report(
             "scope_kind": scope_kind(subject.scope),
             "status": status,
         }
+        if expired_for is not None:
+            fields["expired_for_seconds"] = round(expired_for.total_seconds(), 3)
+            says = f"{says or telling.says} ({expired_for.total_seconds():.0f}s after it expired)"
         logger.log(
             level,
             "Idempotency %s: %s %s (key sha256:%s, %s scope)%s: %s.",

@@ -5,7 +5,9 @@ Every signal is sent with ``sender=Policy`` and the same arguments: ``request``,
 name, or ``""`` when the request was not resolved), ``operation`` and ``store_seconds`` (the
 store call the outcome came from, ``"claim"``, ``"complete"`` or ``"release"``, and how long it
 took; ``None`` when no store call made it), ``status`` (the stored or answered HTTP status, or
-``None``) and ``error`` (the exception behind it, or ``None``).
+``None``), ``error`` (the exception behind it, or ``None``) and ``expired_for`` (for
+``taken_over`` and ``expired``, how long the record taken over had been dead, a
+``timedelta``; else ``None``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,15 @@ from django.dispatch import Signal
 
 #: The request claimed its key: its view runs now.
 idempotency_claimed = Signal()
+
+#: The request took over a key whose earlier request never finished within its lease (it
+#: crashed, or runs on past it): its view runs now, again.
+idempotency_taken_over = Signal()
+
+#: The request claimed a key whose stored response had expired (``IDEMPOTENCY_TTL``): its
+#: view runs now, again. Seen with ``DatabaseStorage`` until the purge, with ``CacheStorage``
+#: only with tombstones (docs/observability.md, "Retries after expiry").
+idempotency_expired = Signal()
 
 #: The view's response was stored under the key (``status``); a retry replays it.
 idempotency_completed = Signal()

@@ -73,6 +73,14 @@ def redis_cache() -> Iterator[object]:
     cache.clear()
 
 
+#: The storage each ``storage_backend`` value names; "cache-tombstones" only where a test
+#: asks for it (``WITH_TOMBSTONES`` in test_behaviour).
+STORAGE_PATHS = {
+    "cache": "django_idempotency.storage.CacheStorage",
+    "cache-tombstones": "tests.testapp.storages.TombstoneCacheStorage",
+}
+
+
 @pytest.fixture(params=["database", pytest.param("cache", marks=pytest.mark.redis)])
 def storage_backend(request: pytest.FixtureRequest) -> Iterator[str]:
     """Run the test once with DatabaseStorage and once with CacheStorage on real Redis."""
@@ -83,7 +91,7 @@ def storage_backend(request: pytest.FixtureRequest) -> Iterator[str]:
 
     request.getfixturevalue("redis_cache")
     with override_settings(
-        IDEMPOTENCY_STORAGE="django_idempotency.storage.CacheStorage",
+        IDEMPOTENCY_STORAGE=STORAGE_PATHS[request.param],
         IDEMPOTENCY_CACHE_ALIAS="idempotency",
     ):
         yield request.param

@@ -62,3 +62,14 @@ def _is_expired(storage: Storage, key: str) -> bool:
     expiries = IdempotencyKey.objects.using(storage.using).filter(key=key)
     latest = max(expiries.values_list("expires_at", flat=True), default=None)
     return latest is None or latest <= database_now(storage.using)
+
+
+def uses_tombstones(storage: Storage | None = None) -> bool:
+    """Whether the storage still knows a record after it expired (so can tell a retry late).
+
+    ``DatabaseStorage`` keeps the row until the purge; ``CacheStorage`` only with tombstones.
+    """
+    storage = storage or configured_storage()
+    if isinstance(storage, CacheStorage):
+        return storage.tombstone > timedelta(0)
+    return True

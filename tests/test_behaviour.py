@@ -71,6 +71,16 @@ Caller = Client | AsyncClient
 
 #: Run a test on DatabaseStorage only; each use says why the cache has no counterpart here.
 DATABASE_STORAGE_ONLY = pytest.mark.parametrize("storage_backend", ["database"], indirect=True)
+#: Run a test on each storage and on CacheStorage with tombstones too (``storage.cache``).
+WITH_TOMBSTONES = pytest.mark.parametrize(
+    "storage_backend",
+    [
+        "database",
+        pytest.param("cache", marks=pytest.mark.redis),
+        pytest.param("cache-tombstones", marks=pytest.mark.redis),
+    ],
+    indirect=True,
+)
 #: Run a test through the sync entry points only; each use says why.
 SYNC_ONLY = pytest.mark.parametrize(
     "entry_point", [e for e in ENTRY_POINTS if not e.is_async], indirect=True, ids=str

@@ -13,7 +13,12 @@ from django.utils import timezone
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 APP = "django_idempotency"
-LATEST = (APP, "0003_fingerprint_version")
+
+
+def latest() -> tuple[str, str]:
+    """Return the app's newest migration, where every test leaves the database."""
+    (leaf,) = MigrationExecutor(connection).loader.graph.leaf_nodes(APP)
+    return (str(leaf[0]), str(leaf[1]))
 
 
 def migrate(target: tuple[str, str]) -> None:
@@ -44,14 +49,14 @@ def before_versions() -> Iterator[None]:
             ["a" * 64, timezone.now(), timezone.now() + timedelta(days=1)],
         )
     yield
-    migrate(LATEST)
+    migrate(latest())
 
 
 @pytest.mark.usefixtures("before_versions")
 def test_fingerprint_version_migration__widens_the_column_without_a_rewrite() -> None:
     file_before = relfilenode()
 
-    migrate(LATEST)
+    migrate((APP, "0003_fingerprint_version"))
 
     assert relfilenode() == file_before
     with connection.cursor() as cursor:
@@ -62,3 +67,33 @@ def test_fingerprint_version_migration__widens_the_column_without_a_rewrite() ->
         assert cursor.fetchone()[0] == 128
         cursor.execute("SELECT fingerprint FROM django_idempotency_idempotencykey")
         assert cursor.fetchall() == [("a" * 64,)]
+
+
+def replaced_state_of_a_takeover() -> str | None:
+    """Claim over an expired record through the claim function; return what it says it replaced."""
+    past = timezone.now() - timedelta(minutes=1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO django_idempotency_idempotencykey (scope, key, state, fingerprint, "
+            "token, method, path, created_at, expires_at, response_headers, response_body) "
+            "VALUES ('user:1', 'dead', 'completed', 'f', 't', 'POST', '/', %s, %s, '[]', '')",
+            [past, past],
+        )
+        cursor.execute(
+            "SELECT o_claimed, o_state FROM django_idempotency_claim('user:1', 'dead', 'f', "
+            "'t2', 'POST', '/', '60 seconds'::interval, true)"
+        )
+        claimed, state = cursor.fetchone()
+        cursor.execute("DELETE FROM django_idempotency_idempotencykey")
+    assert claimed is True
+    return state  # type: ignore[no-any-return]
+
+
+def test_claim_function_migration__names_the_replaced_record_and_reverses() -> None:
+    migrate((APP, "0003_fingerprint_version"))
+    try:
+        assert replaced_state_of_a_takeover() is None
+        migrate((APP, "0004_claim_names_replaced_record"))
+        assert replaced_state_of_a_takeover() == "completed"
+    finally:
+        migrate(latest())

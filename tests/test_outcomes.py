@@ -17,8 +17,9 @@ from django.dispatch import Signal
 from django_idempotency import signals
 from django_idempotency.outcomes import TELLINGS, Outcome, key_hash
 from django_idempotency.policy import Policy
-from tests.leases import expire_now
+from tests.leases import expire_now, uses_tombstones
 from tests.test_behaviour import (  # the matrix's fixtures, shared
+    WITH_TOMBSTONES,
     Caller,
     broken_store,  # noqa: F401
     claim_in_flight,
@@ -196,6 +197,72 @@ def test_owner_slower_than_its_lease__is_lease_expired(
     assert heard.arguments(Outcome.LEASE_EXPIRED)["operation"] == "complete"
 
 
+@WITH_TOMBSTONES
+def test_retry_after_the_key_expired__is_expired(
+    client: Caller,  # noqa: F811
+    url: str,  # noqa: F811
+    heard: Heard,
+) -> None:
+    # Clients that retry later than IDEMPOTENCY_TTL run the view again; operators see it.
+    send(client, url, {"label": "pay"}, key="k")
+    expire_now("k")
+    heard.sent.clear()
+
+    send(client, url, {"label": "pay"}, key="k")
+
+    assert executions("pay") == 2
+    if uses_tombstones():
+        assert heard.outcomes == [Outcome.EXPIRED, Outcome.COMPLETED]
+        assert heard.arguments(Outcome.EXPIRED)["expired_for"] >= timedelta(0)
+    else:
+        # Redis deleted the record at its TTL: nothing is left to tell an expired key from
+        # a new one (docs/observability.md, "Retries after expiry").
+        assert heard.outcomes == [Outcome.CLAIMED, Outcome.COMPLETED]
+
+
+@WITH_TOMBSTONES
+def test_claim_of_a_key_whose_request_crashed__is_taken_over(
+    client: Caller,  # noqa: F811
+    url: str,  # noqa: F811
+    heard: Heard,
+) -> None:
+    claim_in_flight(client, url, {"label": "pay"}, "k", timedelta(minutes=5))
+    expire_now("k")
+
+    send(client, url, {"label": "pay"}, key="k")
+
+    if uses_tombstones():
+        assert heard.outcomes == [Outcome.TAKEN_OVER, Outcome.COMPLETED]
+        arguments = heard.arguments(Outcome.TAKEN_OVER)
+        assert arguments["operation"] == "claim"
+        assert arguments["expired_for"] >= timedelta(0)
+    else:
+        assert heard.outcomes == [Outcome.CLAIMED, Outcome.COMPLETED]
+    assert executions("pay") == 1
+
+
+@WITH_TOMBSTONES
+def test_retry_after_a_release__is_a_new_claim_not_a_takeover(
+    client: Caller,  # noqa: F811
+    url: str,  # noqa: F811
+    heard: Heard,
+) -> None:
+    # A released key was freed on purpose (the view failed): its retry is a first request.
+    send(client, url, {"label": "pay", "status": 403}, key="k")
+    heard.sent.clear()
+
+    send(client, url, {"label": "pay"}, key="k")
+
+    assert heard.outcomes == [Outcome.CLAIMED, Outcome.COMPLETED]
+
+
+def test_a_new_key__says_nothing_expired(client: Caller, url: str, heard: Heard) -> None:  # noqa: F811
+    send(client, url, {"label": "pay"}, key="k")
+
+    assert heard.arguments(Outcome.CLAIMED)["expired_for"] is None
+
+
+# The log lines
 # The log lines
 
 

@@ -10,8 +10,8 @@ On other databases this migration does nothing.
 from __future__ import annotations
 
 from django.db import migrations
-from django.db.backends.base.schema import BaseDatabaseSchemaEditor
-from django.db.migrations.state import ProjectState
+
+from django_idempotency.migrations._postgresql import RunSQLOnPostgreSQL
 
 # Frozen as of this migration; a later change to the functions is a later migration.
 _TABLE = "django_idempotency_idempotencykey"
@@ -103,30 +103,6 @@ _DROP = (
     "DROP FUNCTION IF EXISTS django_idempotency_complete("
     "varchar, timestamptz, timestamptz, integer, jsonb, bytea, varchar, varchar, varchar, boolean)",
 )
-
-
-class RunSQLOnPostgreSQL(migrations.RunSQL):
-    """``RunSQL`` that does nothing on other databases (``sqlmigrate`` shows it all the same)."""
-
-    def database_forwards(
-        self,
-        app_label: str,
-        schema_editor: BaseDatabaseSchemaEditor,
-        from_state: ProjectState,
-        to_state: ProjectState,
-    ) -> None:
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(
-        self,
-        app_label: str,
-        schema_editor: BaseDatabaseSchemaEditor,
-        from_state: ProjectState,
-        to_state: ProjectState,
-    ) -> None:
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
 
 
 class Migration(migrations.Migration):

@@ -58,12 +58,31 @@ class Record:
 
 
 @dataclass(frozen=True)
+class Replaced:
+    """The dead record a claim took over: its state, and how long its expiry had passed.
+
+    ``IN_FLIGHT``: its request never finished within its lease (it crashed, or still runs
+    past it). Otherwise its response was stored and had expired: the client retried
+    ``expired_for`` later than ``IDEMPOTENCY_TTL``. Measured on the store's clock.
+    """
+
+    state: State
+    expired_for: timedelta
+
+    @property
+    def is_in_flight(self) -> bool:
+        return self.state is State.IN_FLIGHT
+
+
+@dataclass(frozen=True)
 class Claim:
     """Proof that the caller owns (scope, key) until ``expires_at``, fenced by ``token``.
 
     ``expires_at`` and ``claimed_at`` are read on the store's clock; ``claimed_monotonic`` is
     the app's monotonic clock at the same moment, so ``store_now()`` can tell the store's time
     later without asking the store again or trusting the app server's wall clock.
+    ``replaced`` is the dead record the claim took over, where the storage still knew it
+    (``DatabaseStorage`` until the purge; ``CacheStorage`` only with tombstones).
     """
 
     scope: str
@@ -73,6 +92,7 @@ class Claim:
     expires_at: datetime
     claimed_at: datetime | None = None
     claimed_monotonic: float = field(default_factory=time.monotonic, compare=False)
+    replaced: Replaced | None = None
 
     def store_now(self) -> datetime | None:
         """Return the store's time now, as measured from the claim; ``None`` if not known."""
@@ -185,8 +205,8 @@ class Storage(abc.ABC):
         """Make the caller the owner of (scope, key), or return the live record that stops it.
 
         A record whose expiry has passed (a crashed owner's lease, or a response past its
-        retention) is taken over with a new token, and ``origin`` is kept with the new claim;
-        a live record is returned untouched.
+        retention) is taken over with a new token, and ``origin`` is kept with the new claim,
+        whose ``replaced`` says what was taken over; a live record is returned untouched.
         """
 
     @abc.abstractmethod

@@ -21,6 +21,7 @@ from django_idempotency.storage.base import (
     Origin,
     OwnershipLost,
     Record,
+    Replaced,
     State,
     Storage,
     StorageUnavailable,
@@ -28,6 +29,7 @@ from django_idempotency.storage.base import (
     new_token,
 )
 from django_idempotency.storage.cache_config import redis_cache, redis_client
+from django_idempotency.storage.cache_scripts import SCRIPTS
 
 try:
     import django_redis  # type: ignore[import-untyped]  # noqa: F401  (needed, said below)
@@ -41,89 +43,6 @@ if TYPE_CHECKING:
     from redis import Redis
     from redis.commands.core import Script
 
-# Every script touches exactly one key (KEYS[1]), so it stays valid on a Redis Cluster;
-# the hash tag in the key name keeps any future companion key in the same slot.
-#
-# HMGET answers false for a missing field, and a nil inside a Lua table would cut the
-# reply short, hence the ``or ''`` on the fields an in-flight record does not have.
-#
-# The origin (``origin_kind``, ``origin_name``) is written for operators and never read, so
-# records written before it replaced ``method`` and ``path`` read the same. ``lease`` (ms)
-# is read by the census only: the lease minus the remaining TTL is how long a key has run.
-
-_CLAIM = """
-local found = redis.call('HMGET', KEYS[1], 'state', 'fingerprint', 'token',
-                         'status', 'headers', 'body')
-if found[1] then
-  if found[1] == 'in_flight' and found[3] == ARGV[1] then
-    -- Our own claim, sent again by the client's retry after a lost reply.
-    return {1}
-  end
-  return {0, found[1], found[2], found[3], found[4] or '', found[5] or '', found[6] or '',
-          redis.call('PTTL', KEYS[1])}
-end
-redis.call('HSET', KEYS[1], 'state', 'in_flight', 'token', ARGV[1], 'fingerprint', ARGV[2],
-           'scope', ARGV[4], 'key', ARGV[5], 'origin_kind', ARGV[6], 'origin_name', ARGV[7],
-           'lease', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {1}
-"""
-
-_COMPLETE = """
-local found = redis.call('HMGET', KEYS[1], 'state', 'token')
-if found[2] ~= ARGV[1] then
-  return 0
-end
-if found[1] == 'in_flight' then
-  redis.call('HSET', KEYS[1], 'state', ARGV[2], 'status', ARGV[4], 'headers', ARGV[5],
-             'body', ARGV[6])
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  return 1
-end
--- The same owner already completed: the client's retry after a lost reply.
-if found[1] == ARGV[2] then
-  return 1
-end
-return 0
-"""
-
-_RELEASE = """
-local found = redis.call('HMGET', KEYS[1], 'state', 'token')
-if found[1] == 'in_flight' and found[2] == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-"""
-
-_GET = """
-local found = redis.call('HMGET', KEYS[1], 'state', 'fingerprint', 'token',
-                         'status', 'headers', 'body')
-if not found[1] then
-  return {}
-end
-return {found[1], found[2], found[3], found[4] or '', found[5] or '', found[6] or '',
-        redis.call('PTTL', KEYS[1])}
-"""
-
-# A record's name is a digest of its scope and key, so an erasure finds a scope's records
-# by their ``scope`` field; the script re-reads it, so a name it was given is only deleted
-# while it still holds a record of that scope.
-_ERASE = """
-if redis.call('HGET', KEYS[1], 'scope') == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-_SCRIPTS = {
-    "claim": _CLAIM,
-    "complete": _COMPLETE,
-    "release": _RELEASE,
-    "get": _GET,
-    "erase": _ERASE,
-}
-
 _UNAVAILABLE = "the idempotency cache did not answer"
 #: How many records a census looks at, at most; how many keys one SCAN call asks for; and
 #: how many SCAN calls it makes at most, in a database that holds other keys besides.
@@ -136,12 +55,23 @@ class CacheStorage(Storage):
     """Keep records in a django-redis cache; expiry is Redis's own TTL on each record."""
 
     is_transactional = False
+    #: How long a record's tombstone outlives it. While it does, a claim of the dead key
+    #: says what it took over: a request that never finished (``taken_over``) or a retry
+    #: after ``IDEMPOTENCY_TTL`` (``expired``). ``0``, the default, keeps no tombstones;
+    #: each costs a small key per record (docs/observability.md, "Retries after expiry").
+    tombstone = timedelta(0)
 
     def __init__(
-        self, alias: str | None = None, *, clock: Callable[[], datetime] = timezone.now
+        self,
+        alias: str | None = None,
+        *,
+        clock: Callable[[], datetime] = timezone.now,
+        tombstone: timedelta | None = None,
     ) -> None:
         self._alias = alias
         self.clock = clock
+        if tombstone is not None:
+            self.tombstone = tombstone
         self._scripts: dict[str, Script] = {}
         self._scripts_lock = threading.Lock()
 
@@ -151,11 +81,19 @@ class CacheStorage(Storage):
 
     def record_key(self, scope: str, key: str) -> str:
         """Return the Redis key of the record for (scope, key)."""
+        return self._name("idempotency", scope, key)
+
+    def tombstone_key(self, scope: str, key: str) -> str:
+        """Return the Redis key of the record's tombstone, in the record's hash slot."""
+        # Not under "idempotency:", so a SCAN for records never finds a tombstone.
+        return self._name("idempotency-tombstone", scope, key)
+
+    def _name(self, namespace: str, scope: str, key: str) -> str:
         # The length prefix keeps ("a", "bc") and ("ab", "c") apart; the braces are the
         # Redis Cluster hash tag shared by every key of one record.
         digest = hashlib.sha256(f"{len(scope)}:{scope}{key}".encode()).hexdigest()
         prefix = redis_cache(self.alias).key_prefix
-        return f"{prefix}:idempotency:{{{digest}}}" if prefix else f"idempotency:{{{digest}}}"
+        return f"{prefix}:{namespace}:{{{digest}}}" if prefix else f"{namespace}:{{{digest}}}"
 
     def claim(
         self,
@@ -170,7 +108,7 @@ class CacheStorage(Storage):
         token = new_token()
         reply = self._run(
             "claim",
-            self.record_key(scope, key),
+            self._keys(scope, key),
             token,
             fingerprint,
             _milliseconds(lease),
@@ -178,9 +116,14 @@ class CacheStorage(Storage):
             key,
             origin.kind,
             origin.name,
+            self._tombstone_ms(),
         )
         if int(reply[0]) == 1:
-            return Claim(scope, key, fingerprint, token, now + lease)
+            replaced = None
+            if len(reply) == 3:  # took over a record its tombstone remembers
+                expired_for = timedelta(milliseconds=max(0, int(reply[2])))
+                replaced = Replaced(State(reply[1].decode()), expired_for)
+            return Claim(scope, key, fingerprint, token, now + lease, replaced=replaced)
         return _to_record(scope, key, reply[1:], now)
 
     def complete(
@@ -190,24 +133,25 @@ class CacheStorage(Storage):
         headers = json.dumps([list(pair) for pair in response.headers])
         completed = self._run(
             "complete",
-            self.record_key(claim.scope, claim.key),
+            self._keys(claim.scope, claim.key),
             claim.token,
             state.value,
             _milliseconds(ttl),
             response.status,
             headers,
             response.body if replayable else b"",
+            self._tombstone_ms(),
         )
         if not completed:
             raise OwnershipLost(f"the claim on {claim.key!r} ended before the view finished")
 
     def release(self, claim: Claim) -> bool:
-        released = self._run("release", self.record_key(claim.scope, claim.key), claim.token)
+        released = self._run("release", self._keys(claim.scope, claim.key), claim.token)
         return bool(released)
 
     def get(self, scope: str, key: str) -> Record | None:
         now = self.clock()
-        reply = self._run("get", self.record_key(scope, key))
+        reply = self._run("get", [self.record_key(scope, key)])
         return _to_record(scope, key, reply, now) if reply else None
 
     def census(self, *, sample: int = CENSUS_SAMPLE) -> Census:
@@ -252,32 +196,30 @@ class CacheStorage(Storage):
         The scan walks the whole keyspace in steps of about ``batch_size`` names, without
         blocking Redis; its cost grows with the number of records of every scope.
         """
-        for names in self._of_scope(scope, batch_size):
+        for keys in self._of_scope(scope, batch_size):
             # SCAN's COUNT is a hint: a small keyspace comes back in one page.
-            for start in range(0, len(names), batch_size):
-                batch = names[start : start + batch_size]
-                yield sum(int(self._run("erase", name, scope)) for name in batch)
+            for start in range(0, len(keys), batch_size):
+                batch = keys[start : start + batch_size]
+                yield sum(int(self._run("erase", self._keys(scope, key), scope)) for key in batch)
 
     def count_scope(self, scope: str) -> Count:
         # SCAN may return a name twice; each record counts once.
-        found = {name for names in self._of_scope(scope, ERASE_BATCH_SIZE) for name in names}
+        found = {key for keys in self._of_scope(scope, ERASE_BATCH_SIZE) for key in keys}
         return Count(len(found))
 
     def _of_scope(self, scope: str, batch_size: int) -> Iterator[list[str]]:
-        """Yield the names of the scope's records, a non-empty page at a time."""
+        """Yield the keys of the scope's records, a non-empty page at a time."""
         client = self._client()
         wanted = scope.encode()
         try:
             for page, _last in self._pages(client, batch_size):
                 pipeline = client.pipeline(transaction=False)
                 for name in page:
-                    pipeline.hget(name, "scope")
-                scopes = pipeline.execute()
-                names = [
-                    _text(name) for name, found in zip(page, scopes, strict=True) if found == wanted
-                ]
-                if names:
-                    yield names
+                    pipeline.hmget(name, "scope", "key")
+                fields = pipeline.execute()
+                keys = [key.decode() for found, key in fields if found == wanted and key]
+                if keys:
+                    yield keys
         except (RedisError, OSError) as exc:
             raise StorageUnavailable(_UNAVAILABLE) from exc
 
@@ -307,15 +249,22 @@ class CacheStorage(Storage):
             if cursor == 0:
                 return
 
+    def _keys(self, scope: str, key: str) -> list[str]:
+        """Return the names a script of one record touches: the record and its tombstone."""
+        return [self.record_key(scope, key), self.tombstone_key(scope, key)]
+
+    def _tombstone_ms(self) -> int:
+        return int(self.tombstone / timedelta(milliseconds=1))
+
     def _client(self) -> Redis:
         """Return the raw redis-py client behind the alias, which never swallows errors."""
         return redis_client(self.alias)
 
-    def _run(self, name: str, record_key: str, *args: str | int | bytes) -> Any:
-        """Run one script against one record in one round trip."""
+    def _run(self, name: str, keys: list[str], *args: str | int | bytes) -> Any:
+        """Run one script against one record (and its tombstone) in one round trip."""
         client = self._client()
         try:
-            return self._script(name, client)(keys=[record_key], args=args, client=client)
+            return self._script(name, client)(keys=keys, args=args, client=client)
         except (RedisError, OSError) as exc:
             # "Unavailable" means "unknown", not "did not happen": a stalled Redis runs the
             # script it received once it resumes, and a pool told to retry sends it again.
@@ -330,17 +279,13 @@ class CacheStorage(Storage):
                 script = self._scripts.get(name)
                 if script is None:
                     # Registering only hashes the text; the server loads it on first use.
-                    script = self._scripts[name] = client.register_script(_SCRIPTS[name])
+                    script = self._scripts[name] = client.register_script(SCRIPTS[name])
         return script
 
 
 def _milliseconds(duration: timedelta) -> int:
     # PX refuses zero and negatives; a non-positive duration means "expire at once".
     return max(1, int(duration / timedelta(milliseconds=1)))
-
-
-def _text(name: bytes | str) -> str:
-    return name.decode() if isinstance(name, bytes) else name
 
 
 def _glob_escape(text: str) -> str:

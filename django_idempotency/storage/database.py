@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,6 +30,7 @@ from django_idempotency.storage.base import (
     Origin,
     OwnershipLost,
     Record,
+    Replaced,
     State,
     Storage,
     StorageUnavailable,
@@ -155,7 +157,7 @@ class DatabaseStorage(Storage):
                 # still dead: a concurrent completion moves expires_at into the future.
                 expired = [row[0], row[3], adapt_datetime(connection, now)]
                 if execute(connection, sql.take_over, [*fresh, *expired]):
-                    return claim
+                    return replace(claim, replaced=_replaced(row[1], row[4], now))
         except DatabaseError as exc:
             raise StorageUnavailable(_UNAVAILABLE) from exc
         raise StorageUnavailable(_CONTENDED)
@@ -185,7 +187,18 @@ class DatabaseStorage(Storage):
         if not claimed:
             return _to_record(scope, key, record)
         store_now = to_datetime(now)
-        return Claim(scope, key, fingerprint, token, store_now + lease, claimed_at=store_now)
+        # Since migration 0004 a takeover's row names the record it replaced.
+        _pk, state, _fingerprint, _token, expired_at, *_response = record
+        replaced = None if state is None else _replaced(state, expired_at, store_now)
+        return Claim(
+            scope,
+            key,
+            fingerprint,
+            token,
+            store_now + lease,
+            claimed_at=store_now,
+            replaced=replaced,
+        )
 
     def complete(
         self, claim: Claim, response: StoredResponse, *, ttl: timedelta, replayable: bool = True
@@ -303,6 +316,10 @@ class DatabaseStorage(Storage):
                 yield
             finally:
                 setattr(connection, _OWN_BLOCK, None)
+
+
+def _replaced(state: str, expired_at: Any, now: datetime) -> Replaced:
+    return Replaced(State(state), max(timedelta(0), now - to_datetime(expired_at)))
 
 
 def _to_record(scope: str, key: str, row: Sequence[Any]) -> Record:
