@@ -24,7 +24,12 @@ from django_idempotency.handling import (
     is_handled_by_middleware,
     is_handled_by_view,
 )
-from django_idempotency.options import SETTING_DEFAULTS, SETTING_PREFIX, SETTING_VALIDATORS
+from django_idempotency.options import (
+    SETTING_DEFAULTS,
+    SETTING_PREFIX,
+    SETTING_VALIDATORS,
+    setting_problem,
+)
 from django_idempotency.storage.registry import configured_storage_class
 from django_idempotency.validation import SAFE_METHODS, did_you_mean
 
@@ -36,12 +41,12 @@ AUTHENTICATION_MIDDLEWARE_PATH = "django.contrib.auth.middleware.AuthenticationM
 def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     """Report ``IDEMPOTENCY_*`` settings of the wrong type or range (E001)."""
     errors: list[CheckMessage] = []
-    for name, (is_valid, expected) in SETTING_VALIDATORS.items():
-        value = getattr(settings, name, SETTING_DEFAULTS[name])
-        if not is_valid(value):
+    for name, (_is_valid, expected) in SETTING_VALIDATORS.items():
+        problem = setting_problem(name, getattr(settings, name, SETTING_DEFAULTS[name]))
+        if problem is not None:
             errors.append(
                 Error(
-                    f"{name} is {value!r}, which is not {expected}.",
+                    f"{problem}.",
                     hint=f"Set {name} to {expected}, or remove it to use the default "
                     f"({SETTING_DEFAULTS[name]!r}).",
                     id="django_idempotency.E001",
@@ -287,3 +292,26 @@ def check_metrics(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> lis
             id="django_idempotency.E005",
         )
     ]
+
+
+@register()
+def check_encryptor(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    """Report an ``IDEMPOTENCY_ENCRYPTOR`` that cannot be built with its keys (E006)."""
+    if getattr(settings, "IDEMPOTENCY_ENCRYPTOR", None) is None:
+        return []
+    try:
+        idempotency_settings.value("encryptor")
+    except ImproperlyConfigured as problem:
+        if any(
+            setting_problem(name, getattr(settings, name, SETTING_DEFAULTS[name]))
+            for name in ("IDEMPOTENCY_ENCRYPTOR", "IDEMPOTENCY_ENCRYPTION_KEYS")
+        ):
+            return []  # E001 reports a value of the wrong type
+        return [
+            Error(
+                f"Stored responses cannot be encrypted: {problem}",
+                hint="See docs/data-protection.md.",
+                id="django_idempotency.E006",
+            )
+        ]
+    return []

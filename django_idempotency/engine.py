@@ -10,6 +10,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
+from django_idempotency.encryption import Unreadable
 from django_idempotency.exceptions import (
     IdempotencyError,
     IdempotencyFingerprintUnknown,
@@ -22,6 +23,7 @@ from django_idempotency.exceptions import (
     IdempotencyLeaseExpired,
     IdempotencyReplayNotAcceptable,
     IdempotencyRequestTooLarge,
+    IdempotencyResponseUnreadable,
     IdempotencyStoreUnavailable,
 )
 from django_idempotency.fingerprints import bounded
@@ -153,6 +155,9 @@ def possible_errors(policy: Policy) -> list[IdempotencyError]:
     kinds += [IdempotencyKeyMismatch, IdempotencyFingerprintUnknown]
     # Any view may store a coded body (its own, or GZipMiddleware's inside the middleware).
     kinds.append(IdempotencyReplayNotAcceptable)
+    if policy.encryptor is not None:
+        # A body sealed by a key since dropped from the keys.
+        kinds.append(IdempotencyResponseUnreadable)
     if policy.is_atomic:
         # Without a shared transaction an owner past its lease sends the view's response.
         kinds.append(IdempotencyLeaseExpired)
@@ -169,6 +174,7 @@ def possible_errors(policy: Policy) -> list[IdempotencyError]:
 _RETRY_LATER: tuple[type[IdempotencyError], ...] = (
     IdempotencyKeyInProgress,
     IdempotencyLeaseExpired,
+    IdempotencyResponseUnreadable,
     IdempotencyStoreUnavailable,
 )
 
@@ -194,8 +200,12 @@ def _answer_existing(
     if record.state is State.NOT_REPLAYABLE:
         raise IdempotencyKeyNotReplayable
     if record.state is State.COMPLETED and record.response is not None:
+        try:
+            stored = policy.unsealed(record.response)
+        except Unreadable as exc:
+            raise IdempotencyResponseUnreadable(retry_after=policy.retry_after) from exc
         accept_encoding = request.headers.get("Accept-Encoding")
-        return replay_response(record.response, accept_encoding=accept_encoding)
+        return replay_response(stored, accept_encoding=accept_encoding)
     return None
 
 
@@ -321,7 +331,8 @@ class Execution:
             for name, value in response.items()
             if self.policy.should_replay_header(name)
         )
-        return StoredResponse(status=response.status_code, headers=headers, body=response.content)
+        body = self.policy.sealed(response.content)
+        return StoredResponse(status=response.status_code, headers=headers, body=body)
 
     def _complete(
         self, stored: StoredResponse, replayable: bool, response: HttpResponseBase

@@ -154,6 +154,20 @@ class IdempotencyStoreUnavailable(IdempotencyError):
     default_detail = "The request was not processed because idempotency keys cannot be checked now."
 
 
+class IdempotencyResponseUnreadable(IdempotencyError):
+    # The stored body is sealed and this server cannot open it (its key left
+    # IDEMPOTENCY_ENCRYPTION_KEYS too soon, or the encryptor was unset). Not a 4xx: the
+    # client must not take a new key, which could run the request twice; the same key
+    # replays once an operator restores the key.
+    status_code = 503
+    default_code = "idempotency_response_unreadable"
+    title = "Stored response cannot be read"
+    default_detail = (
+        "The request with this Idempotency-Key was processed, but this server cannot decrypt "
+        "its stored response now. It did not run again; retry later with the same key."
+    )
+
+
 class IdempotencyReplayNotAcceptable(IdempotencyError):
     # RFC 9110 §15.5.7 and §12.5.3: the stored body has a content coding that this request's
     # Accept-Encoding refuses, and a replay is those exact bytes or nothing.

@@ -19,6 +19,7 @@ from typing import Any, Literal, cast
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from django_idempotency.encryption import build_encryptor
 from django_idempotency.validation import (
     CALLABLE_OR_PATH,
     DURATION,
@@ -117,7 +118,8 @@ class Option:
 
     ``view`` is None for an option a view cannot override (a setting only). ``convert``
     turns a valid value into what the policy holds; ``combine`` joins a view's converted
-    value with the setting's (by default the view's replaces it).
+    value with the setting's (by default the view's replaces it). A ``secret`` setting's
+    value is never repeated in a message about it.
     """
 
     default: Any
@@ -125,6 +127,7 @@ class Option:
     view: Validator | None
     convert: Callable[[Any], Any] = _unchanged
     combine: Callable[[Any, Any], Any] = _replaces
+    secret: bool = False
 
     @classmethod
     def both(
@@ -203,6 +206,28 @@ OPTIONS: dict[str, Option] = {
     ),
     # Read once, when the app is ready: it connects the metrics' receivers (docs/metrics.md).
     "metrics": Option(False, _BOOL, None),
+    # Stored bodies sealed by an encryptor, built once until a setting changes
+    # (docs/data-protection.md).
+    "encryptor": Option(
+        None,
+        (lambda v: v is None or is_importable_callable(v), f"None or {IMPORTABLE_CALLABLE}"),
+        None,
+        build_encryptor,
+    ),
+    "encryption_keys": Option(
+        (),
+        (
+            lambda v: (
+                isinstance(v, list | tuple)
+                and all(isinstance(key, str | bytes) and key for key in v)
+            ),
+            "a list of keys (str or bytes)",
+        ),
+        None,
+        tuple,
+        secret=True,
+    ),
+    "admin_show_bodies": Option(True, _BOOL, None),
 }
 
 SETTING_PREFIX = "IDEMPOTENCY_"
@@ -231,11 +256,19 @@ OPTION_VALIDATORS: dict[str, Validator] = {
 VIEW_OPTION_NAMES: tuple[str, ...] = tuple(OPTION_VALIDATORS)
 
 
+#: The settings whose values are never repeated in a message (keys, passwords).
+SECRET_SETTINGS: frozenset[str] = frozenset(
+    setting_name(name) for name, option in OPTIONS.items() if option.secret
+)
+
+
 def setting_problem(name: str, value: Any) -> str | None:
     """Return why ``value`` is not valid for the setting ``name``, or None when it is."""
     is_valid, expected = SETTING_VALIDATORS[name]
     if is_valid(value):
         return None
+    if name in SECRET_SETTINGS:
+        return f"{name} is a {type(value).__name__}, which is not {expected}"
     return f"{name} is {value!r}, which is not {expected}"
 
 

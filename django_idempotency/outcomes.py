@@ -29,6 +29,7 @@ from django_idempotency.exceptions import (
     IdempotencyKeyNotReplayable,
     IdempotencyLeaseExpired,
     IdempotencyReplayNotAcceptable,
+    IdempotencyResponseUnreadable,
     IdempotencyStoreUnavailable,
 )
 from django_idempotency.policy import Policy
@@ -121,6 +122,7 @@ ERROR_OUTCOMES: dict[type[IdempotencyError], Outcome] = {
     IdempotencyKeyInProgress: Outcome.IN_PROGRESS,
     IdempotencyLeaseExpired: Outcome.LEASE_EXPIRED,
     IdempotencyKeyNotReplayable: Outcome.NOT_REPLAYABLE,
+    IdempotencyResponseUnreadable: Outcome.NOT_REPLAYABLE,
     IdempotencyReplayNotAcceptable: Outcome.REPLAY_NOT_ACCEPTABLE,
     IdempotencyStoreUnavailable: Outcome.STORE_UNAVAILABLE,
 }

@@ -18,6 +18,7 @@ from django.http import HttpRequest
 
 from django_idempotency import fingerprints
 from django_idempotency.conf import idempotency_settings
+from django_idempotency.encryption import Encryptor, Unreadable, seal, unseal
 from django_idempotency.options import (
     NEVER_REPLAYED_HEADERS,
     OPTIONS,
@@ -29,7 +30,7 @@ from django_idempotency.options import (
     upper_methods,
     validate_options,
 )
-from django_idempotency.storage.base import Storage
+from django_idempotency.storage.base import Storage, StoredResponse
 from django_idempotency.storage.registry import get_storage
 from django_idempotency.validation import SAFE_METHODS
 
@@ -60,6 +61,7 @@ class Policy:
     anonymous: AnonymousMode
     scope: Callable[[HttpRequest], str]
     fingerprint: Callable[[HttpRequest], str]
+    encryptor: Encryptor | None
 
     @property
     def is_atomic(self) -> bool:
@@ -98,6 +100,23 @@ class Policy:
         with contextlib.suppress(ImproperlyConfigured, ImportError):
             yield resolve_callable(idempotency_settings.FINGERPRINT)
         yield from fingerprints.ALGORITHMS.values()
+
+    def sealed(self, body: bytes) -> bytes:
+        """Return ``body`` as it is stored: sealed by the encryptor, if one is set."""
+        return seal(body, self.encryptor)
+
+    def unsealed(self, response: StoredResponse) -> StoredResponse:
+        """Return the stored response with its body opened; ``Unreadable`` when it cannot be."""
+        try:
+            body = unseal(response.body, self.encryptor)
+        except Unreadable as exc:
+            logger.error(
+                "A stored response cannot be replayed: %s. Keep every key that sealed a live "
+                "record in IDEMPOTENCY_ENCRYPTION_KEYS until IDEMPOTENCY_TTL has passed.",
+                exc,
+            )
+            raise
+        return response if body is response.body else dataclasses.replace(response, body=body)
 
     def should_replay_header(self, name: str) -> bool:
         lowered = name.lower()

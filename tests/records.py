@@ -73,3 +73,14 @@ def rewrite_fingerprint(key: str, fingerprint: str) -> None:
         return
     (name,) = redis_record_names(storage, key)
     storage._client().hset(name, "fingerprint", fingerprint)
+
+
+def stored_body(key: str) -> bytes:
+    """Return the body bytes the one record of ``key`` holds, exactly as stored."""
+    storage = configured_storage()
+    if not isinstance(storage, CacheStorage):
+        return bytes(IdempotencyKey.objects.get(key=key).response_body)
+    (name,) = redis_record_names(storage, key)
+    body = storage._client().hget(name, "body")
+    assert isinstance(body, bytes), body
+    return body

@@ -20,7 +20,11 @@ from django.utils.translation import gettext_lazy as _
 
 from django_idempotency.admin.changelist import EstimatedCountPaginator, IdempotencyKeyChangeList
 from django_idempotency.admin.filters import MethodFilter, StateFilter, StatusClassFilter
-from django_idempotency.admin.previews import content_type_of, preview_body, preview_headers
+from django_idempotency.admin.previews import (
+    content_type_of,
+    preview_headers,
+    preview_stored_body,
+)
 from django_idempotency.clock import database_now
 from django_idempotency.models import (
     IdempotencyKey,
@@ -156,8 +160,7 @@ class IdempotencyKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description=_("response body"))
     def response_body_preview(self, obj: IdempotencyKey) -> SafeString:
-        body = bytes(obj.response_body)
-        return preview_body(body, content_type_of(obj.response_headers))
+        return preview_stored_body(bytes(obj.response_body), content_type_of(obj.response_headers))
 
     @admin.action(permissions=["change"], description=_("Release selected stuck in-flight keys"))
     def release_keys(

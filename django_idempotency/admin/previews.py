@@ -1,4 +1,4 @@
-"""Show a stored response to operators: escaped, truncated, and without credentials."""
+"""Show a stored response to operators: escaped, truncated, opened, without credentials."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.html import format_html, format_html_join
 from django.utils.http import parse_header_parameters
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext, ngettext
+
+from django_idempotency.conf import idempotency_settings
+from django_idempotency.encryption import Unreadable, is_sealed, unseal
 
 #: Response headers never shown, whatever a view stored (credentials and session state).
 SENSITIVE_HEADERS = frozenset(
@@ -69,6 +73,28 @@ def preview_headers(stored: Iterable[Sequence[str]]) -> SafeString:
     return format_html(
         "<pre>{}</pre>{}", lines, format_html("<p><em>{}</em></p>", note) if note else ""
     )
+
+
+def preview_stored_body(stored: bytes, content_type: str) -> SafeString:
+    """Render a body as stored: hidden where the settings say so, opened where it is sealed.
+
+    ``IDEMPOTENCY_ADMIN_SHOW_BODIES = False`` shows only its size; a sealed body is opened
+    with ``IDEMPOTENCY_ENCRYPTOR``, or said to be unreadable, never shown as ciphertext.
+    """
+    size = {"size": len(stored)}
+    if not idempotency_settings.ADMIN_SHOW_BODIES:
+        message = gettext("hidden (IDEMPOTENCY_ADMIN_SHOW_BODIES is False), %(size)s bytes")
+        return format_html("<em>{}</em>", message % size)
+    try:
+        body = unseal(stored, idempotency_settings.ENCRYPTOR)
+    except (Unreadable, ImproperlyConfigured):
+        message = gettext("encrypted, %(size)s bytes; IDEMPOTENCY_ENCRYPTOR cannot open it")
+        return format_html("<em>{}</em>", message % size)
+    preview = preview_body(body, content_type)
+    if is_sealed(stored):
+        note = gettext("Stored encrypted; shown decrypted.")
+        return format_html("{}<p><em>{}</em></p>", preview, note)
+    return preview
 
 
 def preview_body(body: bytes, content_type: str, limit: int = PREVIEW_LIMIT) -> SafeString:
