@@ -1,4 +1,4 @@
-"""The app's configuration: the system checks, and the metrics when the settings ask for them."""
+"""The app's configuration: the system checks, and metrics and tracing when the settings ask."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ class IdempotencyConfig(AppConfig):
     def ready(self) -> None:
         from django_idempotency import checks
 
-        if checks.metrics_wanted_and_installable():
+        if checks.wanted_and_installable("IDEMPOTENCY_METRICS"):
             from django_idempotency import metrics
 
             metrics.install()
+        if checks.wanted_and_installable("IDEMPOTENCY_TRACING"):
+            from django_idempotency import tracing
+
+            tracing.install()

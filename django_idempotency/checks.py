@@ -271,27 +271,43 @@ def _is_gzip_middleware(path: str) -> bool:
     return isinstance(middleware, type) and issubclass(middleware, GZipMiddleware)
 
 
-def metrics_wanted_and_installable() -> bool:
-    """Whether ``IDEMPOTENCY_METRICS`` is ``True`` and prometheus-client can be imported."""
-    return getattr(settings, "IDEMPOTENCY_METRICS", False) is True and _has_prometheus_client()
+#: The integrations a setting turns on: the module each needs, and its extra.
+_INTEGRATIONS = {
+    "IDEMPOTENCY_METRICS": ("prometheus_client", "metrics", "prometheus-client", "E005"),
+    "IDEMPOTENCY_TRACING": ("opentelemetry.trace", "tracing", "opentelemetry-api", "E007"),
+}
 
 
-def _has_prometheus_client() -> bool:
-    return importlib.util.find_spec("prometheus_client") is not None
+def wanted_and_installable(setting: str) -> bool:
+    """Whether the integration ``setting`` turns on is asked for and its library importable."""
+    return getattr(settings, setting, False) is True and _has_module(_INTEGRATIONS[setting][0])
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
 
 
 @register()
-def check_metrics(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
-    if getattr(settings, "IDEMPOTENCY_METRICS", False) is not True or _has_prometheus_client():
-        return []
-    return [
-        Error(
-            "IDEMPOTENCY_METRICS is True, but prometheus-client is not installed: no metric "
-            "is counted.",
-            hint='pip install "django-idempotency[metrics]"',
-            id="django_idempotency.E005",
+def check_integrations(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Report an integration asked for whose library is not installed (E005, E007)."""
+    errors: list[CheckMessage] = []
+    for setting, (module, extra, library, check_id) in _INTEGRATIONS.items():
+        if getattr(settings, setting, False) is not True or _has_module(module):
+            continue
+        what = "no metric is counted" if extra == "metrics" else "no span is made"
+        errors.append(
+            Error(
+                f"{setting} is True, but {library} is not installed: {what}.",
+                hint=f'pip install "django-idempotency[{extra}]"',
+                id=f"django_idempotency.{check_id}",
+            )
         )
-    ]
+    return errors
 
 
 @register()

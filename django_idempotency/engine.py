@@ -100,11 +100,7 @@ def _begin(request: HttpRequest, policy: Policy) -> Execution | HttpResponse | N
     origin = Origin(kind=method, name=request.path)
     subject = Subject(request, key, scope)
     deadline = time.monotonic() + policy.wait_timeout.total_seconds()
-    try:
-        return _claim(policy, subject, fingerprint, origin, deadline)
-    except IdempotencyError as error:
-        report_error(error, subject, "claim")
-        raise
+    return _claim(policy, subject, fingerprint, origin, deadline)
 
 
 def _claim(
@@ -121,7 +117,10 @@ def _claim(
             if policy.fail_open:
                 report(Outcome.FAILED_OPEN, subject, "claim", started, error=exc)
                 return None
-            raise IdempotencyStoreUnavailable(retry_after=policy.retry_after) from exc
+            refusal = IdempotencyStoreUnavailable(retry_after=policy.retry_after)
+            refusal.__cause__ = exc
+            report_error(refusal, subject, "claim", started)
+            raise refusal from exc
         if isinstance(result, Claim):
             replaced = result.replaced
             if replaced is None:
@@ -131,12 +130,17 @@ def _claim(
                 outcome = Outcome.TAKEN_OVER if replaced.is_in_flight else Outcome.EXPIRED
                 report(outcome, subject, "claim", started, expired_for=replaced.expired_for)
             return Execution(policy, result, subject)
-        replay = _answer_existing(result, fingerprint, policy, request)
+        try:
+            replay = _answer_existing(result, fingerprint, policy, request)
+            if replay is None and (policy.on_conflict != "wait" or time.monotonic() >= deadline):
+                raise IdempotencyKeyInProgress(retry_after=policy.retry_after)
+        except IdempotencyError as error:
+            # Reported with the store call it answers, timed like every other outcome.
+            report_error(error, subject, "claim", started)
+            raise
         if replay is not None:
             report(Outcome.REPLAYED, subject, "claim", started, status=replay.status_code)
             return replay
-        if policy.on_conflict != "wait" or time.monotonic() >= deadline:
-            raise IdempotencyKeyInProgress(retry_after=policy.retry_after)
         time.sleep(min(_WAIT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
 
 

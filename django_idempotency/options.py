@@ -206,6 +206,8 @@ OPTIONS: dict[str, Option] = {
     ),
     # Read once, when the app is ready: it connects the metrics' receivers (docs/metrics.md).
     "metrics": Option(False, _BOOL, None),
+    # Read once, when the app is ready: spans of the store calls (docs/observability.md).
+    "tracing": Option(False, _BOOL, None),
     # Stored bodies sealed by an encryptor, built once until a setting changes
     # (docs/data-protection.md).
     "encryptor": Option(

@@ -209,12 +209,15 @@ def report(
         )
 
 
-def report_error(error: IdempotencyError, subject: Subject, operation: str) -> None:
+def report_error(
+    error: IdempotencyError, subject: Subject, operation: str, started: float | None = None
+) -> None:
     """Report the outcome an error the engine answers with stands for."""
     report(
         ERROR_OUTCOMES[type(error)],
         subject,
         operation,
+        started,
         status=error.status_code,
         error=error.__cause__ or error,
     )

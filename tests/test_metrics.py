@@ -231,9 +231,9 @@ def test_check__refuses_metrics_without_prometheus_client(
     settings: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings.IDEMPOTENCY_METRICS = True  # type: ignore[attr-defined]
-    monkeypatch.setattr(checks, "_has_prometheus_client", lambda: False)
+    monkeypatch.setattr(checks, "_has_module", lambda name: name != "prometheus_client")
 
-    messages = checks.check_metrics(None)
+    messages = checks.check_integrations(None)
 
     assert [(type(m), m.id) for m in messages] == [(Error, "django_idempotency.E005")]
 

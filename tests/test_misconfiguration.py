@@ -113,19 +113,24 @@ def test_the_table__gives_the_checks_and_the_views_their_validators() -> None:
     for name, option in options.OPTIONS.items():
         assert options.SETTING_VALIDATORS[f"IDEMPOTENCY_{name.upper()}"] == option.setting
         assert options.OPTION_VALIDATORS.get(name) == option.view
-    # Settings only: a view cannot choose its database, cache or header, nor the metrics.
+    # Settings only: a view cannot choose its database, cache or header, the metrics and
+    # tracing, how stored bodies are encrypted, nor what the admin shows.
     assert set(options.OPTIONS) - set(options.OPTION_VALIDATORS) == {
         "database",
         "cache_alias",
         "header",
         "metrics",
+        "tracing",
+        "encryptor",
+        "encryption_keys",
+        "admin_show_bodies",
     }
 
 
 def test_the_table__names_every_field_a_policy_takes_from_the_settings() -> None:
     policy_fields = {field.name for field in dataclasses.fields(Policy)}
 
-    assert set(options.OPTION_VALIDATORS) | {"header"} == policy_fields
+    assert set(options.OPTION_VALIDATORS) | {"header", "encryptor"} == policy_fields
 
 
 def test_the_table__every_per_view_option_is_a_mixin_attribute_and_a_decorator_keyword() -> None:
