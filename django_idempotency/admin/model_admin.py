@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -12,6 +13,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 from django.utils import timezone
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince, timeuntil
@@ -25,6 +27,7 @@ from django_idempotency.admin.previews import (
     preview_headers,
     preview_stored_body,
 )
+from django_idempotency.admin.redis_view import URL_NAME, redis_view
 from django_idempotency.clock import database_now
 from django_idempotency.models import (
     IdempotencyKey,
@@ -33,6 +36,7 @@ from django_idempotency.models import (
     records_database,
 )
 from django_idempotency.storage.base import Census
+from django_idempotency.storage.registry import is_configured
 
 
 @admin.register(IdempotencyKey)
@@ -88,6 +92,15 @@ class IdempotencyKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "response_body_preview",
     )
 
+    def get_urls(self) -> list[URLPattern]:
+        # Records in Redis are not rows: their read view sits beside the change list.
+        redis = path(
+            "redis/",
+            self.admin_site.admin_view(functools.partial(redis_view, self)),
+            name=URL_NAME,
+        )
+        return [redis, *super().get_urls()]
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Records are written by requests only.
         return False
@@ -106,7 +119,11 @@ class IdempotencyKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         census = IdempotencyKey.objects.using(records_database()).census()
-        extra_context = {**(extra_context or {}), "idempotency_census": census_rows(census)}
+        extra_context = {
+            **(extra_context or {}),
+            "idempotency_census": census_rows(census),
+            "idempotency_in_redis": is_configured("CacheStorage"),
+        }
         return super().changelist_view(request, extra_context)
 
     def change_view(

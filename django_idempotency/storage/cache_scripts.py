@@ -103,10 +103,28 @@ end
 return 0
 """
 
+# An operator's release or expiry (storage/cache_operations.py), of the record as they saw
+# it: same token, and in flight where asked. A release deletes the tombstone too (the key
+# was freed); an expiry keeps it, so the next claim is told what it took over, as after a
+# TTL that ended by itself.
+_DROP = """
+local found = redis.call('HMGET', KEYS[1], 'state', 'token')
+if found[2] ~= ARGV[1] or (ARGV[2] == 'in_flight' and found[1] ~= 'in_flight') then
+  return 0
+end
+if ARGV[3] == 'release' then
+  redis.call('DEL', KEYS[1], KEYS[2])
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"""
+
 SCRIPTS = {
     "claim": _CLAIM,
     "complete": _COMPLETE,
     "release": _RELEASE,
     "get": _GET,
     "erase": _ERASE,
+    "drop": _DROP,
 }
