@@ -267,13 +267,20 @@ class Command(BaseCommand):
         return sys.stdin.isatty()
 
     def is_database_storage(self) -> bool:
-        """Return whether the configured storage keeps its records in the model."""
+        """Whether the configured storage, or one of a move's two, keeps rows in the model."""
         from django_idempotency.storage.database import DatabaseStorage
+        from django_idempotency.storage.moving import MovingStorage
 
         try:
-            return issubclass(configured_storage_class(), DatabaseStorage)
+            storage_class = configured_storage_class()
+            if not issubclass(storage_class, MovingStorage):
+                return issubclass(storage_class, DatabaseStorage)
+            moving = configured_storage()
         except ImproperlyConfigured as problem:
             raise CommandError(str(problem)) from problem
+        assert isinstance(moving, MovingStorage)
+        parts = (moving.old_storage, moving.new_storage)
+        return any(isinstance(part, DatabaseStorage) for part in parts)
 
     def report_dry_run(
         self, using: str, *, now: datetime, grace: timedelta, verbosity: int

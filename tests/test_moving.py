@@ -1,0 +1,220 @@
+"""Moving between storages without a window: a fleet of old, moving and new instances at once.
+
+Each request is sent as one kind of instance would handle it: ``IDEMPOTENCY_STORAGE`` names
+the old storage, the ``MovingStorage`` or the new storage for that request. Both directions
+(the database to Redis and back), through every entry point, on real PostgreSQL or SQLite and
+real Redis. Whatever mix of instances a rolling deploy runs, a key runs once and replays.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.test import override_settings
+
+from django_idempotency.models import IdempotencyKey
+from django_idempotency.storage import CacheStorage
+from django_idempotency.storage.base import StorageUnavailable
+from django_idempotency.storage.registry import get_storage
+from tests.factories import IdempotencyKeyFactory
+from tests.records import redis_record_names
+from tests.redis_servers import caches_with, free_port, redis_cache_config
+from tests.store_faults import failing_queries, on_the_idempotency_table
+from tests.test_behaviour import (  # noqa: F401  (fixtures)
+    Caller,
+    claim_in_flight,
+    client,
+    entry_point,
+    executions,
+    send,
+    url,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
+
+DATABASE = "django_idempotency.storage.DatabaseStorage"
+CACHE = "django_idempotency.storage.CacheStorage"
+LEASE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Move:
+    old: str
+    new: str
+    mover: str
+
+    def __str__(self) -> str:
+        return f"{self.old.rsplit('.', 1)[1]}-to-{self.new.rsplit('.', 1)[1]}"
+
+
+MOVES = [
+    Move(DATABASE, CACHE, "tests.testapp.storages.DatabaseToCache"),
+    Move(CACHE, DATABASE, "tests.testapp.storages.CacheToDatabase"),
+]
+
+
+@pytest.fixture(params=MOVES, ids=str)
+def move(request: pytest.FixtureRequest, redis_cache: object, settings: Any) -> Move:
+    settings.IDEMPOTENCY_CACHE_ALIAS = "idempotency"
+    chosen: Move = request.param
+    return chosen
+
+
+def on(settings: Any, path: str) -> None:
+    """Handle the next requests as an instance configured with the storage ``path``."""
+    settings.IDEMPOTENCY_STORAGE = path
+
+
+def records_in(path: str) -> int:
+    """How many records the storage ``path`` holds."""
+    storage = get_storage(path)
+    if isinstance(storage, CacheStorage):
+        return len(list(redis_record_names(storage)))
+    return IdempotencyKey.objects.count()
+
+
+def test_a_key_the_mover_runs__is_in_flight_for_old_and_new_instances(
+    client: Caller,  # noqa: F811
+    url: str,  # noqa: F811
+    move: Move,
+    settings: Any,
+) -> None:
+    on(settings, move.mover)
+    claim_in_flight(client, url, {"label": "pay"}, "k", LEASE)
+
+    for instance in (move.old, move.new, move.mover):
+        on(settings, instance)
+        assert send(client, url, {"label": "pay"}, key="k").status_code == 409, instance
+    assert executions("pay") == 0
+
+
+def test_a_response_the_mover_stored__replays_on_every_instance(
+    client: Caller,  # noqa: F811
+    url: str,  # noqa: F811
+    move: Move,
+    settings: Any,
+) -> None:
+    on(settings, move.mover)
+    first = send(client, url, {"label": "pay"}, key="k")
+
+    for instance in (move.old, move.new, move.mover):
+        on(settings, instance)
+        replay = send(client, url, {"label": "pay"}, key="k")
+        assert replay.headers.get("Idempotent-Replayed") == "true", instance
+        assert replay.content == first.content
+    assert executions("pay") == 1
+
+
+@pytest.mark.parametrize("made_on", ["old", "new"])
+def test_a_response_an_old_or_new_instance_stored__replays_through_the_mover(
+    client: Caller,  # noqa: F811
+    url: str,  # noqa: F811
+    move: Move,
+    settings: Any,
+    made_on: str,
+) -> None:
+    # Old instances run until the mover is everywhere; new ones start before the last mover
+    # stops. Either's records answer the mover's requests.
+    on(settings, getattr(move, made_on))
+    first = send(client, url, {"label": "pay"}, key="k")
+
+    on(settings, move.mover)
+    replay = send(client, url, {"label": "pay"}, key="k")
+
+    assert replay.headers.get("Idempotent-Replayed") == "true"
+    assert replay.content == first.content
+    assert executions("pay") == 1
+
+
+@pytest.mark.parametrize("made_on", ["old", "new"])
+def test_a_key_in_flight_on_an_old_or_new_instance__is_in_flight_for_the_mover(
+    client: Caller,  # noqa: F811
+    url: str,  # noqa: F811
+    move: Move,
+    settings: Any,
+    made_on: str,
+) -> None:
+    on(settings, getattr(move, made_on))
+    claim_in_flight(client, url, {"label": "pay"}, "k", LEASE)
+
+    on(settings, move.mover)
+    assert send(client, url, {"label": "pay"}, key="k").status_code == 409
+
+    assert executions("pay") == 0
+    # The mover let go of its own claim in the other storage: one record, where it was made.
+    other = move.new if made_on == "old" else move.old
+    assert records_in(other) == 0
+
+
+def test_a_view_that_failed__frees_the_key_in_both(
+    client: Caller,  # noqa: F811
+    url: str,  # noqa: F811
+    move: Move,
+    settings: Any,
+) -> None:
+    on(settings, move.mover)
+    send(client, url, {"label": "pay", "status": 403}, key="k")
+
+    assert records_in(move.old) == 0
+    assert records_in(move.new) == 0
+
+
+def test_the_new_storage_down__fails_closed_and_leaves_no_claim_in_the_old(
+    client: Caller,  # noqa: F811
+    url: str,  # noqa: F811
+    move: Move,
+    settings: Any,
+) -> None:
+    on(settings, move.mover)
+    if move.new == CACHE:
+        broken: Any = override_settings(CACHES=caches_with(redis_cache_config(free_port())))
+    else:
+        broken = failing_queries(on_the_idempotency_table, "connection refused")
+    with broken:
+        response = send(client, url, {"label": "pay"}, key="k")
+
+    assert response.status_code == 503
+    assert executions("pay") == 0
+    assert records_in(move.old) == 0
+
+
+def test_the_other_storage_failing_to_complete__still_answers_and_replays(
+    client: Caller,  # noqa: F811
+    url: str,  # noqa: F811
+    move: Move,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Redis completes after the database (once the view's writes committed) and fails: the
+    # database's record answers retries; Redis's claim ends with its lease.
+    def unavailable(*args: Any, **kwargs: Any) -> None:
+        raise StorageUnavailable("the idempotency cache did not answer")
+
+    monkeypatch.setattr(CacheStorage, "complete", unavailable)
+    on(settings, move.mover)
+    with caplog.at_level(logging.WARNING, logger="django_idempotency.storage.moving"):
+        first = send(client, url, {"label": "pay"}, key="k")
+
+    assert first.status_code == 201
+    assert "did not take a completion" in caplog.text
+    on(settings, DATABASE)
+    assert send(client, url, {"label": "pay"}, key="k").content == first.content
+    assert executions("pay") == 1
+
+
+def test_the_purge__deletes_the_databases_expired_records_while_moving(
+    move: Move, settings: Any
+) -> None:
+    IdempotencyKeyFactory.create(expired=True)
+    on(settings, move.mover)
+
+    call_command("purge_idempotency_keys", stdout=StringIO())
+
+    assert not IdempotencyKey.objects.exists()
