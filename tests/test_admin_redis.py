@@ -81,6 +81,9 @@ def test_in_flight__lists_running_keys_with_a_link_to_each(
     assert "<code>running</code>" in page
     assert "<code>done</code>" not in page
     assert "key=running" in page
+    # The census above, from the same bounded SCAN: one in flight, one completed.
+    assert "<dt>In flight</dt><dd>1</dd>" in page
+    assert "<dt>Completed</dt><dd>1</dd>" in page
 
 
 @ON_REDIS

@@ -1,4 +1,4 @@
-"""The change list over millions of records: estimated counts, indexed sorts, no scans."""
+"""The change list over millions of records: estimated counts, indexed sorts, no scans, a census."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from django.db import connections
 from django.db.models import Max, Min, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.timesince import timesince
+from django.utils.translation import gettext
 
 from django_idempotency.models import COUNT_LIMIT, IdempotencyKey, IdempotencyKeyQuerySet
+from django_idempotency.storage.base import Census
 
 
 class EstimatedCountPaginator(Paginator):  # type: ignore[type-arg]
@@ -79,3 +82,18 @@ class IdempotencyKeyChangeList(ChangeList):
         queryset: QuerySet[IdempotencyKey] = super().get_queryset(request, exclude_parameters)
         listed = queryset.defer("response_headers", "response_body")
         return DateRangeQuerySet(model=IdempotencyKey, query=listed.query, using=listed.db)
+
+
+def census_rows(census: Census) -> list[tuple[str, str]]:
+    """Return the change list's summary: a label and a figure per state, then the oldest."""
+    rows = [
+        (gettext("In flight"), str(census.in_flight)),
+        (gettext("Past their lease"), str(census.lease_expired)),
+        (gettext("Completed"), str(census.completed)),
+        (gettext("Not replayable"), str(census.not_replayable)),
+        (gettext("Expired, awaiting purge"), str(census.expired)),
+    ]
+    if census.oldest_in_flight is not None:
+        oldest = timesince(timezone.now() - census.oldest_in_flight)
+        rows.append((gettext("Oldest in flight"), oldest))
+    return rows

@@ -20,7 +20,11 @@ from django.utils.timesince import timesince, timeuntil
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from django_idempotency.admin.changelist import EstimatedCountPaginator, IdempotencyKeyChangeList
+from django_idempotency.admin.changelist import (
+    EstimatedCountPaginator,
+    IdempotencyKeyChangeList,
+    census_rows,
+)
 from django_idempotency.admin.filters import MethodFilter, StateFilter, StatusClassFilter
 from django_idempotency.admin.previews import (
     content_type_of,
@@ -35,7 +39,6 @@ from django_idempotency.models import (
     Seen,
     records_database,
 )
-from django_idempotency.storage.base import Census
 from django_idempotency.storage.registry import is_configured
 
 
@@ -339,21 +342,6 @@ class IdempotencyKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 #: How many keys a confirmation page names; it says how many it changes in all.
 CONFIRM_LISTED = 100
 _VERBS = {"release_keys": _("Released"), "expire_keys": _("Expired")}
-
-
-def census_rows(census: Census) -> list[tuple[str, str]]:
-    """Return the change list's summary: a label and a figure per state, then the oldest."""
-    rows = [
-        (gettext("In flight"), str(census.in_flight)),
-        (gettext("Past their lease"), str(census.lease_expired)),
-        (gettext("Completed"), str(census.completed)),
-        (gettext("Not replayable"), str(census.not_replayable)),
-        (gettext("Expired, awaiting purge"), str(census.expired)),
-    ]
-    if census.oldest_in_flight is not None:
-        oldest = timesince(timezone.now() - census.oldest_in_flight)
-        rows.append((gettext("Oldest in flight"), oldest))
-    return rows
 
 
 def _on(using: str, queryset: QuerySet[IdempotencyKey]) -> IdempotencyKeyQuerySet:

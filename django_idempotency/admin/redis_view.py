@@ -21,6 +21,7 @@ from django.urls import reverse
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from django_idempotency.admin.changelist import census_rows
 from django_idempotency.admin.previews import (
     content_type_of,
     preview_headers,
@@ -88,6 +89,7 @@ def redis_view(model_admin: ModelAdmin[IdempotencyKey], request: HttpRequest) ->
             if record is not None:
                 context.update(_record_context(model_admin, request, record))
         listed, complete = cache_operations.in_flight(storage, limit=LISTED)
+        context["idempotency_census"] = census_rows(storage.census())
     except StorageUnavailable:
         context["unavailable"] = True
         return TemplateResponse(request, TEMPLATE, context, status=503)
