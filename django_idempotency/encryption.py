@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast, runtime_checkable
 
 from django.core.exceptions import ImproperlyConfigured
+from django.views.decorators.debug import sensitive_variables
 
 #: What a sealed body starts with: the envelope's name and version, between NUL bytes, which
 #: no text body (JSON, HTML, XML) begins with.
@@ -67,6 +68,8 @@ class FernetEncryptor:
     bodies it sealed have expired (``IDEMPOTENCY_TTL``). Needs the ``encryption`` extra.
     """
 
+    # Django's error pages (DEBUG, AdminEmailHandler) list a frame's locals: never the keys.
+    @sensitive_variables("keys", "key", "fernets")
     def __init__(self, keys: Sequence[str | bytes] | None = None) -> None:
         try:
             from cryptography.fernet import Fernet, MultiFernet

@@ -223,7 +223,7 @@ OPTIONS: dict[str, Option] = {
                 isinstance(v, list | tuple)
                 and all(isinstance(key, str | bytes) and key for key in v)
             ),
-            "a list of keys (str or bytes)",
+            "a list of non-empty keys (str or bytes)",
         ),
         None,
         tuple,

@@ -49,6 +49,7 @@ class Outcome(StrEnum):
     RELEASED = "released"
     NOT_REPLAYABLE = "not_replayable"
     REPLAY_NOT_ACCEPTABLE = "replay_not_acceptable"
+    RESPONSE_UNREADABLE = "response_unreadable"
     STORE_UNAVAILABLE = "store_unavailable"
     FAILED_OPEN = "failed_open"
 
@@ -103,6 +104,12 @@ TELLINGS: dict[Outcome, _Telling] = {
         logging.INFO,
         "refused: the stored response's coding is not acceptable to the retry",
     ),
+    Outcome.RESPONSE_UNREADABLE: _Telling(
+        signals.idempotency_response_unreadable,
+        logging.ERROR,
+        "refused: the stored response cannot be decrypted (keep each key in "
+        "IDEMPOTENCY_ENCRYPTION_KEYS until IDEMPOTENCY_TTL after it last sealed)",
+    ),
     Outcome.STORE_UNAVAILABLE: _Telling(
         signals.idempotency_store_unavailable,
         logging.WARNING,
@@ -122,7 +129,7 @@ ERROR_OUTCOMES: dict[type[IdempotencyError], Outcome] = {
     IdempotencyKeyInProgress: Outcome.IN_PROGRESS,
     IdempotencyLeaseExpired: Outcome.LEASE_EXPIRED,
     IdempotencyKeyNotReplayable: Outcome.NOT_REPLAYABLE,
-    IdempotencyResponseUnreadable: Outcome.NOT_REPLAYABLE,
+    IdempotencyResponseUnreadable: Outcome.RESPONSE_UNREADABLE,
     IdempotencyReplayNotAcceptable: Outcome.REPLAY_NOT_ACCEPTABLE,
     IdempotencyStoreUnavailable: Outcome.STORE_UNAVAILABLE,
 }

@@ -18,7 +18,7 @@ from django.http import HttpRequest
 
 from django_idempotency import fingerprints
 from django_idempotency.conf import idempotency_settings
-from django_idempotency.encryption import Encryptor, Unreadable, seal, unseal
+from django_idempotency.encryption import Encryptor, seal, unseal
 from django_idempotency.options import (
     NEVER_REPLAYED_HEADERS,
     OPTIONS,
@@ -107,15 +107,7 @@ class Policy:
 
     def unsealed(self, response: StoredResponse) -> StoredResponse:
         """Return the stored response with its body opened; ``Unreadable`` when it cannot be."""
-        try:
-            body = unseal(response.body, self.encryptor)
-        except Unreadable as exc:
-            logger.error(
-                "A stored response cannot be replayed: %s. Keep every key that sealed a live "
-                "record in IDEMPOTENCY_ENCRYPTION_KEYS until IDEMPOTENCY_TTL has passed.",
-                exc,
-            )
-            raise
+        body = unseal(response.body, self.encryptor)
         return response if body is response.body else dataclasses.replace(response, body=body)
 
     def should_replay_header(self, name: str) -> bool:

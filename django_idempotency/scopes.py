@@ -30,8 +30,17 @@ def default_scope(request: HttpRequest) -> str:
             return principal
     credentials = request.headers.get("Authorization")
     if credentials:
-        return "credentials:" + _digest(credentials)
+        return credentials_scope(credentials)
     return ANONYMOUS
+
+
+def credentials_scope(authorization: str) -> str:
+    """Return the scope ``default_scope`` gives a request whose ``Authorization`` header is this.
+
+    Such a request reached a view whose layer did not authenticate it (a plain view that
+    reads a token itself): the header is all that tells its caller apart.
+    """
+    return "credentials:" + _digest(authorization)
 
 
 def user_scope(pk: object) -> str:

@@ -51,6 +51,9 @@ idempotency_not_replayable = Signal()
 #: had run outside a shared transaction, its response was sent but not stored.
 idempotency_store_unavailable = Signal()
 
+#: A stored response is sealed and no configured key opens it: refused (503), never run again.
+idempotency_response_unreadable = Signal()
+
 #: The store failed and a fail-open view runs unprotected.
 idempotency_failed_open = Signal()
 

@@ -121,9 +121,18 @@ if HAS_SPECTACULAR:
 HAS_PROMETHEUS = importlib.util.find_spec("prometheus_client") is not None
 IDEMPOTENCY_METRICS = HAS_PROMETHEUS
 
+# Stored responses encrypted when keys are given, the first sealing (docs/data-protection.md):
+#   IDEMPOTENCY_ENCRYPTION_KEYS=$(python -c "from cryptography.fernet import Fernet;
+#   print(Fernet.generate_key().decode())") python manage.py runserver
+if os.environ.get("IDEMPOTENCY_ENCRYPTION_KEYS"):
+    IDEMPOTENCY_ENCRYPTOR = "django_idempotency.encryption.FernetEncryptor"
+    IDEMPOTENCY_ENCRYPTION_KEYS = os.environ["IDEMPOTENCY_ENCRYPTION_KEYS"].split(",")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": "INFO"},
+    # Django's own handlers would print each django.request line a second time.
+    "loggers": {"django": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }

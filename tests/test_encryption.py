@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from django.core.checks import Error
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 from django.urls import reverse
+from django.views.debug import ExceptionReporter
 
 from django_idempotency import checks
 from django_idempotency.conf import idempotency_settings
@@ -39,6 +41,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 FERNET = "django_idempotency.encryption.FernetEncryptor"
 OLD_KEY = Fernet.generate_key().decode()
 NEW_KEY = Fernet.generate_key().decode()
+NOT_A_KEY = "short-and-secret"
 
 
 @pytest.fixture
@@ -92,7 +95,7 @@ def test_a_body_sealed_by_a_dropped_key__is_503_and_never_runs_again(
     send(client, url, {"label": "pay"}, key="k")
     encrypted.IDEMPOTENCY_ENCRYPTION_KEYS = [NEW_KEY]  # the old key dropped too soon
 
-    with caplog.at_level(logging.ERROR, logger="django_idempotency.policy"):
+    with caplog.at_level(logging.ERROR, logger="django_idempotency.outcomes"):
         retry = send(client, url, {"label": "pay"}, key="k")
 
     assert retry.status_code == 503
@@ -249,3 +252,16 @@ def test_admin__hides_bodies_when_told_to(admin_client: Client, settings: Any) -
 
     assert "hidden (IDEMPOTENCY_ADMIN_SHOW_BODIES is False), 16 bytes" in page
     assert "4242" not in page
+
+
+@pytest.mark.parametrize("storage_backend", ["database"], indirect=True)
+def test_error_reports__never_show_the_keys(settings: Any, rf: Any) -> None:
+    # What AdminEmailHandler mails and what error trackers read: the frames' locals.
+    settings.DEBUG = False
+    try:
+        FernetEncryptor([NEW_KEY, NOT_A_KEY])
+    except ImproperlyConfigured:
+        report = ExceptionReporter(rf.post("/"), *sys.exc_info()).get_traceback_html()
+    assert "FernetEncryptor" in report
+    assert NEW_KEY not in report
+    assert NOT_A_KEY not in report

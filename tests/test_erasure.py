@@ -218,6 +218,24 @@ def test_erase__a_store_that_does_not_answer_is_a_command_error(
         erase("--user", user_pk(client), "--no-input")
 
 
+def test_erase__credentials_finds_keys_scoped_by_an_authorization_header(
+    client: Caller,  # noqa: F811
+) -> None:
+    # A plain view behind the middleware, with no authentication of this header: the
+    # request is scoped by a hash of it, which --user cannot find and --credentials can.
+    header = "Token 9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"
+    caller = Client(raise_request_exception=False, headers={"Authorization": header})
+    send(caller, "/plain/behave/", {"label": "pay"}, key="paid")
+    send(client, "/plain/behave/", {"label": "pay"}, key="paid")
+
+    out = erase("--credentials", header, "--user", user_pk(client), "--no-input")
+
+    assert "Erased 1 idempotency key(s) of scope 'credentials:" in out
+    assert header not in out
+    assert "--user finds the keys stored under the user's scope" in out
+    assert stored_records() == []
+
+
 def test_user_scope__is_the_default_scope_of_that_user(client: Caller) -> None:  # noqa: F811
     assert user_scope(user_pk(client)) == scope_of(client)
 

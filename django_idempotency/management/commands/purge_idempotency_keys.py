@@ -16,7 +16,7 @@ from django_idempotency.clock import database_now
 from django_idempotency.conf import idempotency_settings
 from django_idempotency.fingerprints import bounded
 from django_idempotency.models import COUNT_LIMIT, IdempotencyKey, records_database
-from django_idempotency.scopes import user_scope
+from django_idempotency.scopes import credentials_scope, user_scope
 from django_idempotency.storage.base import Count, Storage, StorageUnavailable
 from django_idempotency.storage.registry import configured_storage, configured_storage_class
 
@@ -121,6 +121,15 @@ class Command(BaseCommand):
             "default scope function. Repeat for more users.",
         )
         erasure.add_argument(
+            "--credentials",
+            action="append",
+            default=[],
+            metavar="AUTHORIZATION",
+            help="Erase the keys of requests that sent this Authorization header to views that "
+            'did not authenticate it themselves ("Token 9944b0..."), under the default scope '
+            "function. Repeat for more.",
+        )
+        erasure.add_argument(
             "--no-input",
             "--noinput",
             action="store_false",
@@ -133,7 +142,13 @@ class Command(BaseCommand):
         batch_size: int = options["batch_size"]
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
-        scopes = self.scopes_to_erase(options["scopes"], options["users"])
+        scopes = self.scopes_to_erase(options["scopes"], options["users"], options["credentials"])
+        if scopes and options["users"] and verbosity >= 1:
+            self.stdout.write(
+                "Note: --user finds the keys stored under the user's scope. Requests of the "
+                "user that views did not authenticate are scoped by their credentials or "
+                "session instead: name those with --credentials or --scope (docs/purge.md)."
+            )
         if scopes:
             if options["grace"] is not None:
                 raise CommandError("--grace applies to the purge of expired keys, not to erasure.")
@@ -175,11 +190,16 @@ class Command(BaseCommand):
                 f"Purging idempotency keys failed: {exc.__class__.__name__}."
             ) from exc
 
-    def scopes_to_erase(self, scopes: list[str], users: list[str]) -> list[str]:
-        """Return the scopes named by ``--scope`` and ``--user``, each once, in their order."""
+    def scopes_to_erase(
+        self, scopes: list[str], users: list[str], credentials: list[str]
+    ) -> list[str]:
+        """Return the scopes ``--scope``, ``--user`` and ``--credentials`` name, each once."""
         if any(not scope for scope in scopes):
             raise CommandError("--scope must not be empty.")
+        if any(not header for header in credentials):
+            raise CommandError("--credentials must not be empty.")
         named = list(scopes)
+        named += [credentials_scope(header) for header in credentials]
         for pk in users:
             try:
                 named.append(user_scope(pk))

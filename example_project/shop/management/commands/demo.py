@@ -310,7 +310,9 @@ class Command(BaseCommand):
             )
             return
         self.stdout.write(
-            f"\n7. Metrics for Prometheus: GET http://127.0.0.1:{port}/metrics/ (docs/metrics.md)"
+            f"\n7. Metrics for Prometheus: GET http://127.0.0.1:{port}/metrics/ (docs/metrics.md;"
+            " served while the demo runs: `manage.py runserver` serves it at"
+            " http://127.0.0.1:8000/metrics/)"
         )
         reply = request(port, "GET", "/metrics/")
         counted: Counter[str] = Counter()
@@ -318,10 +320,7 @@ class Command(BaseCommand):
             if line.startswith("django_idempotency_outcomes_total{"):
                 outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
                 counted[outcome] += int(float(line.rsplit(" ", 1)[1]))
-        for outcome, count in sorted(counted.items()):
-            self.stdout.write(
-                f"   django_idempotency_outcomes_total{{outcome={outcome!r}}} {count}"
-            )
+                self.stdout.write(f"   {line}")  # as served
         self.expect(
             reply.status == 200 and counted["replayed"] >= 2 and counted["mismatch"] >= 1,
             "the replays and the 422 above counted in django_idempotency_outcomes_total",
