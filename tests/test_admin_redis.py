@@ -15,6 +15,7 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client, override_settings
 from django.urls import reverse
 
+from django_idempotency.storage.base import Claim, StoredResponse
 from django_idempotency.storage.registry import configured_storage
 from tests.records import stored_records, stored_token
 from tests.redis_servers import caches_with, free_port, redis_cache_config
@@ -92,6 +93,7 @@ def test_release__asks_first_then_frees_the_key_and_logs_it(
 ) -> None:
     claim_in_flight(caller, URL, {"label": "pay"}, "stuck", timedelta(minutes=5))
     seen = {"scope": scope_of(caller), "key": "stuck", "token": stored_token("stuck")}
+    seen["state"] = "in_flight"
 
     asked = admin_client.post(redis_page(), {**seen, "action": "release"})
 
@@ -114,6 +116,7 @@ def test_expire__makes_the_next_retry_run_again(
 ) -> None:
     send(caller, URL, {"label": "pay"}, key="paid")
     seen = {"scope": scope_of(caller), "key": "paid", "token": stored_token("paid")}
+    seen["state"] = "completed"
 
     admin_client.post(redis_page(), {**seen, "action": "expire", "post": "yes"})
 
@@ -129,6 +132,7 @@ def test_actions__leave_a_key_alone_that_changed_since_it_was_seen(
     # The operator saw one request's claim; another took the key over since.
     claim_in_flight(caller, URL, {"label": "pay"}, "k", timedelta(minutes=5))
     seen = {"scope": scope_of(caller), "key": "k", "token": "the-token-seen-before"}
+    seen["state"] = "in_flight"
 
     done = admin_client.post(
         redis_page(), {**seen, "action": "release", "post": "yes"}, follow=True
@@ -145,6 +149,7 @@ def test_release__is_refused_on_a_completed_record(
 ) -> None:
     send(caller, URL, {"label": "pay"}, key="paid")
     seen = {"scope": scope_of(caller), "key": "paid", "token": stored_token("paid")}
+    seen["state"] = "completed"
 
     admin_client.post(redis_page(), {**seen, "action": "release", "post": "yes"})
 
@@ -160,6 +165,7 @@ def test_view_permission__reads_but_cannot_act(storage_backend: str, caller: Cli
     client = Client()
     client.force_login(viewer)
     seen = {"scope": scope_of(caller), "key": "paid", "token": stored_token("paid")}
+    seen["state"] = "completed"
 
     page = look_up(client, seen["scope"], "paid")
     refused = client.post(redis_page(), {**seen, "action": "expire", "post": "yes"})
@@ -194,3 +200,22 @@ def test_with_database_storage__says_the_records_are_in_the_database(
     page = admin_client.get(redis_page()).content.decode()
 
     assert "IDEMPOTENCY_STORAGE is not CacheStorage" in page
+
+
+@ON_REDIS
+def test_expire__leaves_a_key_alone_that_completed_since_it_was_seen_in_flight(
+    storage_backend: str, admin_client: Client, caller: Client
+) -> None:
+    # The operator saw the key in flight and asked to expire it; before they confirmed, its
+    # request completed with the same token. Expiring it now would make the retry pay again.
+    claim = configured_storage().claim(
+        scope_of(caller), "k", "fingerprint", lease=timedelta(minutes=5)
+    )
+    assert isinstance(claim, Claim)
+    seen = {"scope": scope_of(caller), "key": "k", "token": claim.token, "state": "in_flight"}
+    configured_storage().complete(claim, StoredResponse(201, body=b"paid"), ttl=timedelta(hours=1))
+
+    done = admin_client.post(redis_page(), {**seen, "action": "expire", "post": "yes"}, follow=True)
+
+    assert "Left the key alone" in done.content.decode()
+    assert [state for _scope, _key, state in stored_records()] == ["completed"]

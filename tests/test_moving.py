@@ -19,7 +19,7 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from django_idempotency.models import IdempotencyKey
-from django_idempotency.storage import CacheStorage
+from django_idempotency.storage import CacheStorage, postgresql
 from django_idempotency.storage.base import StorageUnavailable
 from django_idempotency.storage.registry import get_storage
 from tests.factories import IdempotencyKeyFactory
@@ -218,3 +218,35 @@ def test_the_purge__deletes_the_databases_expired_records_while_moving(
     call_command("purge_idempotency_keys", stdout=StringIO())
 
     assert not IdempotencyKey.objects.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("move", [MOVES[1]], indirect=True, ids=str)
+def test_a_commit_whose_reply_was_lost__keeps_the_key_in_flight_for_old_instances(
+    client: Caller,  # noqa: F811
+    url: str,  # noqa: F811
+    move: Move,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The database ran the completion and its COMMIT, but the reply never came: the engine
+    # answers 503 and releases, which the database ignores (its record is completed). The
+    # Redis claim must stay too, or an instance on Redis alone runs the payment again.
+    complete_and_commit = postgresql.complete_and_commit
+
+    def committed_then_lost(*args: Any, **kwargs: Any) -> None:
+        complete_and_commit(*args, **kwargs)
+        raise StorageUnavailable("the idempotency database did not answer")
+
+    monkeypatch.setattr(postgresql, "complete_and_commit", committed_then_lost)
+    on(settings, move.mover)
+    assert send(client, url, {"label": "pay"}, key="k").status_code == 503
+    monkeypatch.setattr(postgresql, "complete_and_commit", complete_and_commit)
+
+    on(settings, move.old)
+    assert send(client, url, {"label": "pay"}, key="k").status_code == 409
+    on(settings, move.mover)
+    assert send(client, url, {"label": "pay"}, key="k").status_code == 409  # the old one first
+    on(settings, move.new)
+    assert send(client, url, {"label": "pay"}, key="k").headers["Idempotent-Replayed"] == "true"
+    assert executions("pay") == 1

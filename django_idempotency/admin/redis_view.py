@@ -28,7 +28,7 @@ from django_idempotency.admin.previews import (
     preview_stored_body,
 )
 from django_idempotency.models import IdempotencyKey
-from django_idempotency.storage.base import StorageUnavailable
+from django_idempotency.storage.base import State, StorageUnavailable
 from django_idempotency.storage.registry import configured_storage, is_configured
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 #: How many in-flight records the view lists, longest-running first.
 LISTED = 100
 TEMPLATE = "admin/django_idempotency/idempotencykey/redis.html"
+_STATES = frozenset(state.value for state in State)
 URL_NAME = "django_idempotency_idempotencykey_redis"
 
 #: Each action's confirmation: its question and what it causes.
@@ -126,20 +127,23 @@ def _act(
     if not model_admin.has_change_permission(request):
         raise PermissionDenied
     action = request.POST.get("action", "")
-    scope, key, token = (request.POST.get(name, "") for name in ("scope", "key", "token"))
-    if action not in _ACTIONS or not (scope and key and token):
+    scope, key, token, seen = (
+        request.POST.get(name, "") for name in ("scope", "key", "token", "state")
+    )
+    if action not in _ACTIONS or not (scope and key and token) or seen not in _STATES:
         messages.error(request, gettext("Nothing to do: the form was incomplete."))
         return HttpResponseRedirect(_lookup_url(scope, key))
     if request.POST.get("post") != "yes":
         title, consequence = _ACTIONS[action]
         context.update(title=title, consequence=consequence, scope=scope, key=key, token=token)
+        context.update(state=seen)
         context.update(action=action, confirming=True)
         return TemplateResponse(request, TEMPLATE, context)
     from django_idempotency.storage import cache_operations
 
     try:
         done = cache_operations.drop_as_seen(
-            storage, scope, key, token, release=action == "release"
+            storage, scope, key, token, State(seen), release=action == "release"
         )
     except StorageUnavailable:
         messages.error(request, gettext("Redis did not answer; nothing was changed."))

@@ -94,15 +94,20 @@ def in_flight(
     return records[:limit], complete
 
 
-def drop_as_seen(storage: CacheStorage, scope: str, key: str, token: str, *, release: bool) -> bool:
-    """Delete the record if it still carries ``token``; return whether it did.
+def drop_as_seen(
+    storage: CacheStorage, scope: str, key: str, token: str, state: State, *, release: bool
+) -> bool:
+    """Delete the record if it still carries ``token`` and ``state``; return whether it did.
 
-    ``release`` frees an in-flight key (and forgets its tombstone); otherwise the record
-    expires now, in any state (its tombstone, if kept, stays).
+    Both, since a completion keeps its claim's token: an in-flight record seen, completed
+    since, is left alone. ``release`` frees an in-flight key (and forgets its tombstone);
+    otherwise the record expires now (its tombstone, if kept, stays).
     """
+    if release and state is not State.IN_FLIGHT:
+        return False
     keys = storage._keys(scope, key)
     mode = "release" if release else "expire"
-    return bool(storage._run("drop", keys, token, "in_flight" if release else "", mode))
+    return bool(storage._run("drop", keys, token, state.value, mode))
 
 
 def _to_cached(fields: list[bytes | None], pttl: int) -> CachedRecord | None:

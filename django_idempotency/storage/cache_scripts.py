@@ -104,12 +104,12 @@ return 0
 """
 
 # An operator's release or expiry (storage/cache_operations.py), of the record as they saw
-# it: same token, and in flight where asked. A release deletes the tombstone too (the key
-# was freed); an expiry keeps it, so the next claim is told what it took over, as after a
-# TTL that ended by itself.
+# it: same token and same state (a completion keeps the token, so the state tells it). A
+# release deletes the tombstone too (the key was freed); an expiry keeps it, so the next
+# claim is told what it took over, as after a TTL that ended by itself.
 _DROP = """
 local found = redis.call('HMGET', KEYS[1], 'state', 'token')
-if found[2] ~= ARGV[1] or (ARGV[2] == 'in_flight' and found[1] ~= 'in_flight') then
+if found[2] ~= ARGV[1] or found[1] ~= ARGV[2] then
   return 0
 end
 if ARGV[3] == 'release' then

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
 from django_idempotency.storage.base import (
@@ -25,7 +26,6 @@ from django_idempotency.storage.base import (
     Origin,
     Record,
     Storage,
-    StorageUnavailable,
     StoredResponse,
 )
 
@@ -62,8 +62,14 @@ class MovingStorage(Storage):
         from django_idempotency.storage.registry import get_storage
 
         source = f"{type(self).__name__}.old/new"
+        if not (old or self.old) or not (new or self.new):
+            raise ImproperlyConfigured(
+                f"{source}: a MovingStorage needs both storages; subclass it naming them."
+            )
         self.old_storage = get_storage(old or self.old, source=source)
         self.new_storage = get_storage(new or self.new, source=source)
+        if self.old_storage is self.new_storage:
+            raise ImproperlyConfigured(f"{source}: old and new are the same storage.")
         transactional = [s for s in (self.old_storage, self.new_storage) if s.is_transactional]
         #: The storage whose completion commits with the view's writes, if either can.
         self.transactional = transactional[0] if transactional else None
@@ -93,7 +99,8 @@ class MovingStorage(Storage):
             return in_old  # live in the old storage: a legacy record, or an old instance's
         try:
             in_new = self.new_storage.claim(scope, key, fingerprint, lease=lease, origin=origin)
-        except StorageUnavailable:
+        except BaseException:
+            # Unavailable, or misconfigured: the key must not stay claimed in the old one.
             self._release_quietly(self.old_storage, in_old)
             raise
         if isinstance(in_new, Record):
@@ -119,10 +126,7 @@ class MovingStorage(Storage):
         # The transactional storage first (else the old one): the others follow once it
         # has stored the response, and after the view's writes committed where they share
         # its transaction. A completion is never stored for writes that rolled back.
-        (first, first_claim), (later, later_claim) = sorted(
-            self._both(claim),
-            key=lambda pair: pair[0] is not (self.transactional or self.old_storage),
-        )
+        (first, first_claim), (later, later_claim) = self._ordered(claim)
 
         def complete_later() -> None:
             try:
@@ -148,10 +152,17 @@ class MovingStorage(Storage):
         first.complete(first_claim, response, ttl=ttl, replayable=replayable)
 
     def release(self, claim: Claim) -> bool:
-        released = [self._release(storage, own) for storage, own in self._both(claim)]
-        if any(result is None for result in released):
-            raise StorageUnavailable("a storage of the move did not answer the release")
-        return all(released)
+        """Free the key in the first storage, and in the other only if the first freed it.
+
+        The engine also releases after a completion whose outcome is unknown (a ``COMMIT``
+        whose reply was lost): a release then finds the record completed and leaves it. The
+        other storage's claim must then stay in flight too, or an instance on it alone would
+        run the key again.
+        """
+        (first, first_claim), (other, other_claim) = self._ordered(claim)
+        if not first.release(first_claim):
+            return False
+        return other.release(other_claim)
 
     def get(self, scope: str, key: str) -> Record | None:
         return self.old_storage.get(scope, key) or self.new_storage.get(scope, key)
@@ -181,19 +192,21 @@ class MovingStorage(Storage):
         with self.transactional.atomic():
             yield
 
-    def _both(self, claim: Claim) -> list[tuple[Storage, Claim]]:
+    def _ordered(self, claim: Claim) -> list[tuple[Storage, Claim]]:
+        """Return both storages with their claims: the one that decides first.
+
+        The transactional storage decides (its completion commits with the view's writes),
+        else the old one.
+        """
         if not isinstance(claim, MovingClaim) or claim.in_old is None or claim.in_new is None:
             raise TypeError(f"{type(self).__name__} was given a claim it did not make")
-        return [(self.old_storage, claim.in_old), (self.new_storage, claim.in_new)]
-
-    @staticmethod
-    def _release(storage: Storage, claim: Claim) -> bool | None:
-        try:
-            return storage.release(claim)
-        except StorageUnavailable:
-            return None
+        both = [(self.old_storage, claim.in_old), (self.new_storage, claim.in_new)]
+        if self.transactional is self.new_storage:
+            both.reverse()
+        return both
 
     @staticmethod
     def _release_quietly(storage: Storage, claim: Claim) -> None:
         # Best effort: a claim not released frees itself when its lease ends.
-        MovingStorage._release(storage, claim)
+        with contextlib.suppress(Exception):
+            storage.release(claim)
