@@ -8,6 +8,8 @@ it in clear (docs/data-protection.md). A sealed body starts with
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast, runtime_checkable
 
@@ -32,27 +34,41 @@ class Unreadable(Exception):
     """A sealed body that the configured encryptor (or its absence) cannot open."""
 
 
-def seal(body: bytes, encryptor: Encryptor | None) -> bytes:
-    """Return ``body`` as stored: sealed by ``encryptor``, or as it is without one."""
+def seal(body: bytes, encryptor: Encryptor | None, *, scope: str, key: str) -> bytes:
+    """Return ``body`` as stored for (scope, key): sealed by ``encryptor``, or as it is.
+
+    The sealed text starts with a digest of the record's scope and key, so a sealed body
+    copied into another record (by someone who can write to the store but not read it)
+    does not open there.
+    """
     if encryptor is None:
         return body
-    return SEALED + encryptor.encrypt(body)
+    return SEALED + encryptor.encrypt(_record_digest(scope, key) + body)
 
 
-def unseal(stored: bytes, encryptor: Encryptor | None) -> bytes:
+def unseal(stored: bytes, encryptor: Encryptor | None, *, scope: str, key: str) -> bytes:
     """Return the body ``stored`` holds; ``Unreadable`` when it is sealed and cannot be opened.
 
     Any body without the envelope is returned as it is: bodies stored before encryption
-    was turned on keep replaying.
+    was turned on keep replaying. A sealed body made for another record is unreadable.
     """
     if not stored.startswith(SEALED):
         return stored
     if encryptor is None:
         raise Unreadable("the body is sealed and IDEMPOTENCY_ENCRYPTOR is not set")
     try:
-        return encryptor.decrypt(stored[len(SEALED) :])
+        opened = encryptor.decrypt(stored[len(SEALED) :])
     except Exception as exc:  # an encryptor's own error, whatever its library raises
         raise Unreadable(f"the body's seal cannot be opened ({type(exc).__name__})") from exc
+    digest = _record_digest(scope, key)
+    if not hmac.compare_digest(opened[: len(digest)], digest):
+        raise Unreadable("the body was sealed for another record")
+    return opened[len(digest) :]
+
+
+def _record_digest(scope: str, key: str) -> bytes:
+    # Length-prefixed, as the Redis names are: ("a", "bc") and ("ab", "c") stay apart.
+    return hashlib.sha256(f"{len(scope)}:{scope}{key}".encode("utf-8", "surrogateescape")).digest()
 
 
 def is_sealed(stored: bytes) -> bool:
@@ -126,7 +142,14 @@ def build_encryptor(factory: str | Callable[[], Any] | None) -> Encryptor | None
             raise ImproperlyConfigured(
                 f"IDEMPOTENCY_ENCRYPTOR: cannot import {factory!r}."
             ) from exc
-    encryptor = factory()
+    try:
+        encryptor = factory()
+    except ImproperlyConfigured:
+        raise
+    except Exception as exc:  # a KMS that did not answer, say: a setting that cannot be used
+        raise ImproperlyConfigured(
+            f"IDEMPOTENCY_ENCRYPTOR: {factory!r} failed to build ({type(exc).__name__})."
+        ) from exc
     if not isinstance(encryptor, Encryptor):
         raise ImproperlyConfigured(
             f"IDEMPOTENCY_ENCRYPTOR: {factory!r} does not build an encryptor "

@@ -205,7 +205,7 @@ def _answer_existing(
         raise IdempotencyKeyNotReplayable
     if record.state is State.COMPLETED and record.response is not None:
         try:
-            stored = policy.unsealed(record.response)
+            stored = policy.unsealed(record.response, scope=record.scope, key=record.key)
         except Unreadable as exc:
             raise IdempotencyResponseUnreadable(retry_after=policy.retry_after) from exc
         accept_encoding = request.headers.get("Accept-Encoding")
@@ -335,7 +335,7 @@ class Execution:
             for name, value in response.items()
             if self.policy.should_replay_header(name)
         )
-        body = self.policy.sealed(response.content)
+        body = self.policy.sealed(response.content, scope=self.claim.scope, key=self.claim.key)
         return StoredResponse(status=response.status_code, headers=headers, body=body)
 
     def _complete(

@@ -101,13 +101,13 @@ class Policy:
             yield resolve_callable(idempotency_settings.FINGERPRINT)
         yield from fingerprints.ALGORITHMS.values()
 
-    def sealed(self, body: bytes) -> bytes:
-        """Return ``body`` as it is stored: sealed by the encryptor, if one is set."""
-        return seal(body, self.encryptor)
+    def sealed(self, body: bytes, *, scope: str, key: str) -> bytes:
+        """Return ``body`` as it is stored for (scope, key): sealed, if an encryptor is set."""
+        return seal(body, self.encryptor, scope=scope, key=key)
 
-    def unsealed(self, response: StoredResponse) -> StoredResponse:
+    def unsealed(self, response: StoredResponse, *, scope: str, key: str) -> StoredResponse:
         """Return the stored response with its body opened; ``Unreadable`` when it cannot be."""
-        body = unseal(response.body, self.encryptor)
+        body = unseal(response.body, self.encryptor, scope=scope, key=key)
         return response if body is response.body else dataclasses.replace(response, body=body)
 
     def should_replay_header(self, name: str) -> bool:

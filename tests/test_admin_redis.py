@@ -14,6 +14,7 @@ from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.auth.models import Permission, User
 from django.test import Client, override_settings
 from django.urls import reverse
+from redis.client import Pipeline
 
 from django_idempotency.storage.base import Claim, StoredResponse
 from django_idempotency.storage.registry import configured_storage
@@ -219,3 +220,27 @@ def test_expire__leaves_a_key_alone_that_completed_since_it_was_seen_in_flight(
 
     assert "Left the key alone" in done.content.decode()
     assert [state for _scope, _key, state in stored_records()] == ["completed"]
+
+
+@ON_REDIS
+def test_in_flight__never_reads_the_sampled_records_bodies(
+    storage_backend: str, admin_client: Client, caller: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sample holds up to 10,000 records, each body up to IDEMPOTENCY_MAX_RESPONSE_SIZE:
+    # reading them all to list the in-flight ones took 415 MiB for 200 bodies of 1 MiB.
+    send(caller, URL, {"label": "pay"}, key="paid")
+    claim_in_flight(caller, URL, {"label": "pay"}, "running", timedelta(minutes=5))
+    asked: list[tuple[Any, ...]] = []
+    hmget = Pipeline.hmget
+
+    def recording(self: Pipeline, name: Any, keys: Any, *args: Any) -> Any:
+        asked.append((keys, *args))
+        return hmget(self, name, keys, *args)
+
+    monkeypatch.setattr(Pipeline, "hmget", recording)
+
+    page = admin_client.get(redis_page()).content.decode()
+
+    assert "<code>running</code>" in page
+    assert asked
+    assert all("body" not in fields for fields in asked)

@@ -42,6 +42,8 @@ FERNET = "django_idempotency.encryption.FernetEncryptor"
 OLD_KEY = Fernet.generate_key().decode()
 NEW_KEY = Fernet.generate_key().decode()
 NOT_A_KEY = "short-and-secret"
+#: A record's identity, which its sealed body is bound to.
+RECORD = {"scope": "user:auth.user:1", "key": "k"}
 
 
 @pytest.fixture
@@ -143,12 +145,12 @@ def test_seal__a_body_that_looks_sealed_is_sealed_again() -> None:
     encryptor = FernetEncryptor([OLD_KEY])
     body = SEALED + b"not really"
 
-    assert unseal(seal(body, encryptor), encryptor) == body
+    assert unseal(seal(body, encryptor, **RECORD), encryptor, **RECORD) == body
 
 
 def test_unseal__a_sealed_body_without_an_encryptor_is_unreadable() -> None:
     with pytest.raises(Unreadable):
-        unseal(seal(b"x", FernetEncryptor([OLD_KEY])), None)
+        unseal(seal(b"x", FernetEncryptor([OLD_KEY]), **RECORD), None, **RECORD)
 
 
 # Misconfiguration: refused where written, never repeating a key
@@ -222,7 +224,11 @@ def admin_page(admin_client: Client, record: IdempotencyKey) -> str:
 @pytest.mark.parametrize("storage_backend", ["database"], indirect=True)
 def test_admin__shows_a_sealed_body_opened(admin_client: Client, encrypted: Any) -> None:
     body = json.dumps({"card": "4242"}).encode()
-    record = IdempotencyKeyFactory.create(response_body=seal(body, FernetEncryptor([OLD_KEY])))
+    record = IdempotencyKeyFactory.build()
+    record.response_body = seal(
+        body, FernetEncryptor([OLD_KEY]), scope=record.scope, key=record.key
+    )
+    record.save()
 
     page = admin_page(admin_client, record)
 
@@ -234,8 +240,11 @@ def test_admin__shows_a_sealed_body_opened(admin_client: Client, encrypted: Any)
 def test_admin__says_a_body_it_cannot_open_is_encrypted(
     admin_client: Client, encrypted: Any
 ) -> None:
-    sealed = seal(b'{"card": "4242"}', FernetEncryptor([NEW_KEY]))
-    record = IdempotencyKeyFactory.create(response_body=sealed)
+    record = IdempotencyKeyFactory.build()
+    record.response_body = seal(
+        b'{"card": "4242"}', FernetEncryptor([NEW_KEY]), scope=record.scope, key=record.key
+    )
+    record.save()
 
     page = admin_page(admin_client, record)
 
@@ -265,3 +274,33 @@ def test_error_reports__never_show_the_keys(settings: Any, rf: Any) -> None:
     assert "FernetEncryptor" in report
     assert NEW_KEY not in report
     assert NOT_A_KEY not in report
+
+
+def test_unseal__a_body_sealed_for_another_record_is_unreadable() -> None:
+    # Someone who can write to the store but not read it copies A's sealed body into B's
+    # record: B's retry must not replay A's response.
+    encryptor = FernetEncryptor([OLD_KEY])
+    alices = seal(b'{"card": "alice-4242"}', encryptor, scope="user:auth.user:1", key="k")
+
+    with pytest.raises(Unreadable, match="another record"):
+        unseal(alices, encryptor, scope="user:auth.user:2", key="k")
+    with pytest.raises(Unreadable, match="another record"):
+        unseal(alices, encryptor, scope="user:auth.user:1", key="other")
+
+
+def test_an_encryptor_that_fails_to_build__is_a_setting_that_cannot_be_used(
+    settings: Any,
+) -> None:
+    # A KMS-backed encryptor whose service is down: refused like any bad setting (E006 and
+    # covered requests), never a crash of the checks or of requests the layer leaves alone.
+    settings.IDEMPOTENCY_ENCRYPTOR = "tests.test_encryption.KmsDown"
+
+    with pytest.raises(ImproperlyConfigured, match="failed to build \\(ConnectionError\\)"):
+        idempotency_settings.value("encryptor")
+    (error,) = checks.check_encryptor(None)
+    assert error.id == "django_idempotency.E006"
+
+
+class KmsDown:
+    def __init__(self) -> None:
+        raise ConnectionError("kms.example.com did not answer")

@@ -17,6 +17,7 @@ from django.dispatch import Signal
 from django_idempotency import signals
 from django_idempotency.outcomes import TELLINGS, Outcome, key_hash
 from django_idempotency.policy import Policy
+from django_idempotency.storage.registry import configured_storage
 from tests.leases import expire_now, uses_tombstones
 from tests.test_behaviour import (  # the matrix's fixtures, shared
     WITH_TOMBSTONES,
@@ -28,6 +29,7 @@ from tests.test_behaviour import (  # the matrix's fixtures, shared
     executions,
     send,
     storage,  # noqa: F401
+    through,
     url,  # noqa: F401
 )
 from tests.testapp import views
@@ -263,7 +265,34 @@ def test_a_new_key__says_nothing_expired(client: Caller, url: str, heard: Heard)
 
 
 # The log lines
-# The log lines
+
+
+@through("mixin")  # behind the middleware a raising view is a 500 response, stored as one
+def test_log_lines__of_a_lost_lease_never_carry_the_key_even_in_their_traceback(
+    client: Caller,  # noqa: F811
+    url: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    settings: Any,
+) -> None:
+    # A view that raised outside a shared transaction: its unknown outcome is stored, but
+    # its lease ended first. The storages' OwnershipLost once named the key, and this line
+    # carries it as exc_info (and a span records it): the key was in clear.
+    settings.IDEMPOTENCY_ATOMIC = False
+    key = "cust-4711-secret-idem-key"
+    store = configured_storage()
+    complete = store.complete
+
+    def after_the_lease(claim: Any, *args: Any, **kwargs: Any) -> None:
+        expire_now(key)
+        complete(claim, *args, **kwargs)
+
+    monkeypatch.setattr(store, "complete", after_the_lease)
+    with caplog.at_level(logging.DEBUG, logger="django_idempotency"):
+        send(client, url, {"label": "pay", "raise": True}, key=key)
+
+    assert "OwnershipLost" in caplog.text
+    assert key not in caplog.text
 
 
 def test_log_lines__name_method_view_key_hash_and_scope_kind_never_the_key(

@@ -180,7 +180,12 @@ class IdempotencyKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description=_("response body"))
     def response_body_preview(self, obj: IdempotencyKey) -> SafeString:
-        return preview_stored_body(bytes(obj.response_body), content_type_of(obj.response_headers))
+        return preview_stored_body(
+            bytes(obj.response_body),
+            content_type_of(obj.response_headers),
+            scope=obj.scope,
+            key=obj.key,
+        )
 
     @admin.action(permissions=["change"], description=_("Release selected stuck in-flight keys"))
     def release_keys(

@@ -75,7 +75,7 @@ def preview_headers(stored: Iterable[Sequence[str]]) -> SafeString:
     )
 
 
-def preview_stored_body(stored: bytes, content_type: str) -> SafeString:
+def preview_stored_body(stored: bytes, content_type: str, *, scope: str, key: str) -> SafeString:
     """Render a body as stored: hidden where the settings say so, opened where it is sealed.
 
     ``IDEMPOTENCY_ADMIN_SHOW_BODIES = False`` shows only its size; a sealed body is opened
@@ -86,7 +86,7 @@ def preview_stored_body(stored: bytes, content_type: str) -> SafeString:
         message = gettext("hidden (IDEMPOTENCY_ADMIN_SHOW_BODIES is False), %(size)s bytes")
         return format_html("<em>{}</em>", message % size)
     try:
-        body = unseal(stored, idempotency_settings.ENCRYPTOR)
+        body = unseal(stored, idempotency_settings.ENCRYPTOR, scope=scope, key=key)
     except (Unreadable, ImproperlyConfigured):
         message = gettext("encrypted, %(size)s bytes; IDEMPOTENCY_ENCRYPTOR cannot open it")
         return format_html("<em>{}</em>", message % size)

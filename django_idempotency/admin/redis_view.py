@@ -111,7 +111,12 @@ def _record_context(
         "record_actions": actions,
         "headers_preview": preview_headers(response.headers) if response else None,
         "body_preview": (
-            preview_stored_body(response.body, content_type_of(response.headers))
+            preview_stored_body(
+                response.body,
+                content_type_of(response.headers),
+                scope=record.scope,
+                key=record.key,
+            )
             if response
             else None
         ),

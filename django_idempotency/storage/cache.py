@@ -143,7 +143,7 @@ class CacheStorage(Storage):
             self._tombstone_ms(),
         )
         if not completed:
-            raise OwnershipLost(f"the claim on {claim.key!r} ended before the view finished")
+            raise OwnershipLost("the claim ended before the view finished")
 
     def release(self, claim: Claim) -> bool:
         released = self._run("release", self._keys(claim.scope, claim.key), claim.token)

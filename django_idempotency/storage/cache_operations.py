@@ -29,6 +29,8 @@ _FIELDS = (
     "headers",
     "body",
 )
+#: What the in-flight list reads of each sampled record: all but the stored response.
+_LISTED_FIELDS = _FIELDS[:-3]
 _UNAVAILABLE = "the idempotency cache did not answer"
 
 
@@ -80,15 +82,19 @@ def in_flight(
         names, complete = storage._scan(client, sample)
         pipeline = client.pipeline(transaction=False)
         for name in names:
-            pipeline.hmget(name, *_FIELDS)
+            # Never a stored body: the sample may hold thousands of them, each up to
+            # IDEMPOTENCY_MAX_RESPONSE_SIZE, and an in-flight record has none.
+            pipeline.hmget(name, *_LISTED_FIELDS)
             pipeline.pttl(name)
         replies = pipeline.execute()
     except (RedisError, OSError) as exc:
         raise StorageUnavailable(_UNAVAILABLE) from exc
+    no_response = [None, None, None]  # status, headers, body: not read
     records = [
         record
         for fields, pttl in zip(replies[::2], replies[1::2], strict=True)
-        if (record := _to_cached(fields, int(pttl))) is not None and record.is_in_flight
+        if (record := _to_cached([*fields, *no_response], int(pttl))) is not None
+        and record.is_in_flight
     ]
     records.sort(key=lambda record: record.running_for or timedelta(0), reverse=True)
     return records[:limit], complete

@@ -232,7 +232,7 @@ class DatabaseStorage(Storage):
         except DatabaseError as exc:
             raise StorageUnavailable(_UNAVAILABLE) from exc
         if not completed:
-            raise OwnershipLost(f"the claim on {claim.key!r} ended before the view finished")
+            raise OwnershipLost("the claim ended before the view finished")
 
     def _ends_transaction(self, connection: BaseDatabaseWrapper) -> bool:
         """Whether a completion now is the last statement of this storage's own transaction.

@@ -77,7 +77,7 @@ def complete_and_commit(
             cursor.execute(f"{_COMPLETE}; COMMIT", [*params, True])
     except DatabaseError as exc:
         if getattr(exc.__cause__, "sqlstate", None) == _CLAIM_LOST_SQLSTATE:
-            raise OwnershipLost(f"the claim on {key!r} ended before the view finished") from None
+            raise OwnershipLost("the claim ended before the view finished") from None
         if _committed_and_failed(connection):
             # The COMMIT itself ran and failed (a deferred constraint of the view's writes):
             # raised as from a commit, by which nothing was kept.
