@@ -10,12 +10,12 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from django_idempotency.conf import idempotency_settings
 from django_idempotency.storage.cache_config import cache_problems, redis_client
-from django_idempotency.storage.registry import is_configured
+from django_idempotency.storage.registry import is_in_use
 
 
 def is_cache_storage_selected() -> bool:
-    """Return whether ``IDEMPOTENCY_STORAGE`` names ``CacheStorage`` or a subclass."""
-    return is_configured("CacheStorage")
+    """Return whether ``IDEMPOTENCY_STORAGE`` is ``CacheStorage``, or a move with it in it."""
+    return is_in_use("CacheStorage")
 
 
 @register(Tags.caches)

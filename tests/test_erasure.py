@@ -21,8 +21,8 @@ from django.test import Client
 from django_idempotency.management.commands.purge_idempotency_keys import Command
 from django_idempotency.models import IdempotencyKey
 from django_idempotency.scopes import user_scope
-from django_idempotency.storage.base import ERASE_BATCH_SIZE, StorageUnavailable
-from django_idempotency.storage.registry import configured_storage
+from django_idempotency.storage.base import ERASE_BATCH_SIZE, StorageUnavailable, StoredResponse
+from django_idempotency.storage.registry import configured_storage, get_storage
 from tests.factories import UserFactory
 from tests.pg_locks import statements_waiting_on_a_lock
 from tests.records import stored_records
@@ -41,6 +41,7 @@ from tests.test_behaviour import (  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+CACHE = "django_idempotency.storage.CacheStorage"
 #: How long a thread of the lock test may take, far past what it needs.
 JOIN_SECONDS = 30
 
@@ -195,6 +196,9 @@ def test_erase__without_a_terminal_needs_no_input(client: Caller) -> None:  # no
         (["--user", "not-a-number"], "--user 'not-a-number'"),
         (["--scope", ""], "--scope must not be empty"),
         (["--scope", "user:auth.user:1", "--grace", "10"], "--grace applies to the purge"),
+        (["--storage", "django_idempotency.storage.DatabaseStorage"], "--storage applies to"),
+        (["--scope", "s", "--storage", "no.such.Storage"], "--storage is 'no.such.Storage'"),
+        (["--scope", "s", "--storage", "x.Y", "--database", "default"], "name the storage twice"),
     ],
 )
 def test_erase__bad_arguments_are_refused(arguments: list[str], message: str) -> None:
@@ -292,3 +296,20 @@ def test_erase__waits_for_a_row_a_request_holds_instead_of_leaving_it(
     assert not errors, errors
     assert "Erased 1 idempotency key(s)" in outputs[0]
     assert stored_records() == []
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("storage_backend", ["database"], indirect=True)
+def test_erase__storage_names_a_views_own_storage(
+    storage_backend: str, redis_cache: object, settings: Any
+) -> None:
+    # IDEMPOTENCY_STORAGE is the database, but a view keeps its keys in Redis.
+    settings.IDEMPOTENCY_CACHE_ALIAS = "idempotency"
+    cache = get_storage(CACHE)
+    claim = cache.claim("user:auth.user:7", "k", "f", lease=timedelta(minutes=5))
+    cache.complete(claim, StoredResponse(201, body=b"paid"), ttl=timedelta(hours=1))  # type: ignore[arg-type]
+
+    out = erase("--user", "7", "--storage", CACHE, "--no-input")
+
+    assert "Erased 1 idempotency key(s) of scope 'user:auth.user:7'." in out
+    assert cache.get("user:auth.user:7", "k") is None

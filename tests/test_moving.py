@@ -18,6 +18,7 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
+from django_idempotency import checks_cache
 from django_idempotency.models import IdempotencyKey
 from django_idempotency.storage import CacheStorage, postgresql
 from django_idempotency.storage.base import StorageUnavailable
@@ -250,3 +251,15 @@ def test_a_commit_whose_reply_was_lost__keeps_the_key_in_flight_for_old_instance
     on(settings, move.new)
     assert send(client, url, {"label": "pay"}, key="k").headers["Idempotent-Replayed"] == "true"
     assert executions("pay") == 1
+
+
+@pytest.mark.parametrize("mover", [move.mover for move in MOVES])
+def test_checks__look_at_the_cache_a_move_uses(settings: Any, mover: str) -> None:
+    # A move whose Redis half is misconfigured passed every check, then answered 500.
+    settings.IDEMPOTENCY_STORAGE = mover
+    settings.IDEMPOTENCY_CACHE_ALIAS = "default"  # a LocMemCache: no keys across processes
+
+    problems = checks_cache.check_cache_storage(None)
+
+    assert problems
+    assert all(str(problem.id).startswith("django_idempotency.E1") for problem in problems)

@@ -39,7 +39,7 @@ from django_idempotency.models import (
     Seen,
     records_database,
 )
-from django_idempotency.storage.registry import is_configured
+from django_idempotency.storage.registry import is_in_use
 
 
 @admin.register(IdempotencyKey)
@@ -125,7 +125,7 @@ class IdempotencyKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         extra_context = {
             **(extra_context or {}),
             "idempotency_census": census_rows(census),
-            "idempotency_in_redis": is_configured("CacheStorage"),
+            "idempotency_in_redis": is_in_use("CacheStorage"),
         }
         return super().changelist_view(request, extra_context)
 

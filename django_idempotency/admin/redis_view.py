@@ -29,7 +29,7 @@ from django_idempotency.admin.previews import (
 )
 from django_idempotency.models import IdempotencyKey
 from django_idempotency.storage.base import State, StorageUnavailable
-from django_idempotency.storage.registry import configured_storage, is_configured
+from django_idempotency.storage.registry import configured_storage, is_in_use
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
@@ -73,10 +73,10 @@ def redis_view(model_admin: ModelAdmin[IdempotencyKey], request: HttpRequest) ->
         "title": gettext("Idempotency keys in Redis"),
         "opts": IdempotencyKey._meta,
     }
-    if not is_configured("CacheStorage"):
+    storage = _cache_storage()
+    if storage is None:
         context["not_cache"] = True
         return TemplateResponse(request, TEMPLATE, context)
-    storage: CacheStorage = configured_storage()  # type: ignore[assignment]
     if request.method == "POST":
         return _act(model_admin, request, storage, context)
     scope, key = request.GET.get("scope", ""), request.GET.get("key", "")
@@ -96,6 +96,22 @@ def redis_view(model_admin: ModelAdmin[IdempotencyKey], request: HttpRequest) ->
         return TemplateResponse(request, TEMPLATE, context, status=503)
     context.update(in_flight=listed, scan_complete=complete, listed_limit=LISTED)
     return TemplateResponse(request, TEMPLATE, context)
+
+
+def _cache_storage() -> CacheStorage | None:
+    """Return the CacheStorage in use: the configured one, or a move's; else ``None``."""
+    if not is_in_use("CacheStorage"):
+        return None
+    from django_idempotency.storage.cache import CacheStorage
+    from django_idempotency.storage.moving import MovingStorage
+
+    storage = configured_storage()
+    parts = (
+        [storage.old_storage, storage.new_storage]
+        if isinstance(storage, MovingStorage)
+        else [storage]
+    )
+    return next((part for part in parts if isinstance(part, CacheStorage)), None)
 
 
 def _record_context(

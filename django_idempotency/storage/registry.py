@@ -76,6 +76,35 @@ def is_configured(kind: Literal["DatabaseStorage", "CacheStorage"]) -> bool:
     return issubclass(configured, built_in)
 
 
+def is_in_use(kind: Literal["DatabaseStorage", "CacheStorage"]) -> bool:
+    """Whether ``IDEMPOTENCY_STORAGE`` is ``kind``, or a ``MovingStorage`` with ``kind`` in it."""
+    if is_configured(kind):
+        return True
+    from django_idempotency.storage.moving import MovingStorage
+
+    try:
+        configured = storage_class(idempotency_settings.STORAGE)
+        built_in = import_string(BUILT_IN[kind][0])
+    except ImproperlyConfigured:
+        return False
+    if not issubclass(configured, MovingStorage):
+        return False
+    for part in (configured.old, configured.new):
+        if isinstance(part, Storage):
+            if isinstance(part, built_in):
+                return True
+        elif part in BUILT_IN[kind] or _is_subclass(part, built_in):
+            return True
+    return False
+
+
+def _is_subclass(path: str, built_in: type[Storage]) -> bool:
+    try:
+        return issubclass(storage_class(path), built_in)
+    except ImproperlyConfigured:
+        return False
+
+
 T = TypeVar("T")
 
 

@@ -18,7 +18,11 @@ from django_idempotency.fingerprints import bounded
 from django_idempotency.models import COUNT_LIMIT, IdempotencyKey, records_database
 from django_idempotency.scopes import credentials_scope, user_scope
 from django_idempotency.storage.base import Count, Storage, StorageUnavailable
-from django_idempotency.storage.registry import configured_storage, configured_storage_class
+from django_idempotency.storage.registry import (
+    configured_storage,
+    configured_storage_class,
+    get_storage,
+)
 
 #: How long after its lease ended an in-flight record is kept for operators to inspect.
 DEFAULT_GRACE = timedelta(hours=1)
@@ -130,6 +134,12 @@ class Command(BaseCommand):
             "function. Repeat for more.",
         )
         erasure.add_argument(
+            "--storage",
+            metavar="DOTTED_PATH",
+            help="Erase in this storage instead of IDEMPOTENCY_STORAGE's: a view's own "
+            "storage option. Run once per storage your views use.",
+        )
+        erasure.add_argument(
             "--no-input",
             "--noinput",
             action="store_false",
@@ -149,12 +159,16 @@ class Command(BaseCommand):
                 "user that views did not authenticate are scoped by their credentials or "
                 "session instead: name those with --credentials or --scope (docs/purge.md)."
             )
+        if options["storage"] is not None and not scopes:
+            raise CommandError(
+                "--storage applies to erasure: name a --user, --credentials or --scope."
+            )
         if scopes:
             if options["grace"] is not None:
                 raise CommandError("--grace applies to the purge of expired keys, not to erasure.")
             self.erase_scopes(
                 scopes,
-                storage=self.erasure_storage(options["database"]),
+                storage=self.erasure_storage(options["database"], options["storage"]),
                 dry_run=options["dry_run"],
                 interactive=options["interactive"],
                 batch_size=batch_size,
@@ -207,10 +221,14 @@ class Command(BaseCommand):
                 raise CommandError(f"--user {pk!r}: {' '.join(problem.messages)}") from problem
         return list(dict.fromkeys(named))
 
-    def erasure_storage(self, database: str | None) -> Storage:
-        """Return the storage whose records an erasure deletes: the configured one."""
+    def erasure_storage(self, database: str | None, path: str | None) -> Storage:
+        """Return the storage an erasure deletes from: ``--storage``, else the setting's."""
+        if path is not None and database is not None:
+            raise CommandError("--storage and --database name the storage twice: pass one.")
         try:
-            storage = configured_storage()
+            storage = (
+                configured_storage() if path is None else get_storage(path, source="--storage")
+            )
         except ImproperlyConfigured as problem:
             raise CommandError(str(problem)) from problem
         if database is None:
