@@ -20,7 +20,7 @@ from django.test import override_settings
 
 from django_idempotency import checks_cache
 from django_idempotency.models import IdempotencyKey
-from django_idempotency.storage import CacheStorage, postgresql
+from django_idempotency.storage import CacheStorage, DatabaseStorage, postgresql
 from django_idempotency.storage.base import StorageUnavailable
 from django_idempotency.storage.registry import get_storage
 from tests.factories import IdempotencyKeyFactory
@@ -263,3 +263,29 @@ def test_checks__look_at_the_cache_a_move_uses(settings: Any, mover: str) -> Non
 
     assert problems
     assert all(str(problem.id).startswith("django_idempotency.E1") for problem in problems)
+
+
+def test_outside_a_transaction__the_deciding_storage_still_completes_first(
+    client: Caller,  # noqa: F811
+    url: str,  # noqa: F811
+    move: Move,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # IDEMPOTENCY_ATOMIC = False: no transaction to wait for, so on_commit would have run
+    # the other storage's completion at once, before the database's.
+    settings.IDEMPOTENCY_ATOMIC = False
+    order: list[str] = []
+    for storage_class in (CacheStorage, DatabaseStorage):
+        complete = storage_class.complete
+
+        def recording(self: Any, *args: Any, _complete: Any = complete, **kwargs: Any) -> None:
+            order.append(type(self).__name__)
+            _complete(self, *args, **kwargs)
+
+        monkeypatch.setattr(storage_class, "complete", recording)
+    on(settings, move.mover)
+
+    send(client, url, {"label": "pay"}, key="k")
+
+    assert order == ["DatabaseStorage", "CacheStorage"]

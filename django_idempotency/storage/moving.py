@@ -142,7 +142,9 @@ class MovingStorage(Storage):
                     exc_info=True,
                 )
 
-        if self.transactional is None:
+        if self.transactional is None or not transaction.get_connection(self.using).in_atomic_block:
+            # No transaction to wait for (IDEMPOTENCY_ATOMIC = False, say): on_commit would
+            # run the later completion at once, before the first.
             first.complete(first_claim, response, ttl=ttl, replayable=replayable)
             complete_later()
             return
