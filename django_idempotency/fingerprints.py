@@ -15,6 +15,9 @@ from collections.abc import Callable, Iterable
 
 from django.http import HttpRequest
 from django.http.request import RawPostDataException
+from django.utils.http import parse_header_parameters
+
+from django_idempotency import canonical
 
 #: The length a digest is kept at; a custom fingerprint that is longer is hashed to fit.
 DIGEST_LENGTH = 64
@@ -23,16 +26,56 @@ SEPARATOR = ":"
 
 
 def default_fingerprint(request: HttpRequest) -> str:
-    """Return a SHA-256 over the method, path, sorted query, content type and body."""
+    """Return a SHA-256 over the method, path, sorted query, content type and body's meaning.
+
+    A JSON or urlencoded body counts by what it says (``canonical``): a retry from a client
+    that orders keys or spaces differently is the same request. Any other body, or one that
+    is not plain JSON, counts by its bytes.
+    """
+    return _fingerprint(request, _meaning_digest(request))
+
+
+def exact_fingerprint(request: HttpRequest) -> str:
+    """Return a SHA-256 over the method, path, sorted query, content type and body bytes.
+
+    The default before this release (``request-1``): a body re-encoded by another client
+    library is another request. Set ``IDEMPOTENCY_FINGERPRINT`` to it to keep that.
+    """
+    return _fingerprint(request, _body_digest(request))
+
+
+def _fingerprint(request: HttpRequest, body_digest: bytes) -> str:
     digest = hashlib.sha256()
     query = sorted((name, value) for name, values in request.GET.lists() for value in values)
-    # The media type alone: DRF's request reports parameters (charset) that Django's drops.
-    media_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
-    for part in (request.method or "", request.path, repr(query), media_type):
+    for part in (request.method or "", request.path, repr(query), _media_type(request)):
         digest.update(part.encode("utf-8", "surrogateescape"))
         digest.update(b"\x00")
-    digest.update(_body_digest(request))
+    digest.update(body_digest)
     return digest.hexdigest()
+
+
+def _media_type(request: HttpRequest) -> str:
+    # The media type alone: DRF's request reports parameters (charset) that Django's drops.
+    return str(request.META.get("CONTENT_TYPE", "")).split(";")[0].strip().lower()
+
+
+def _meaning_digest(request: HttpRequest) -> bytes:
+    media_type = _media_type(request)
+    if not (canonical.is_json(media_type) or media_type == canonical.FORM_TYPE):
+        return _body_digest(request)
+    try:
+        body = request.body
+    except RawPostDataException:
+        return _body_digest(request)
+    try:
+        if canonical.is_json(media_type):
+            text = "json\x00" + canonical.canonical_json(body)
+        else:
+            charset = parse_header_parameters(request.META.get("CONTENT_TYPE", ""))[1]
+            text = "form\x00" + canonical.canonical_form(body, charset.get("charset", "utf-8"))
+    except canonical.NotCanonical:
+        return hashlib.sha256(body).digest()
+    return hashlib.sha256(text.encode()).digest()
 
 
 def _body_digest(request: HttpRequest) -> bytes:
@@ -59,7 +102,12 @@ Fingerprint = Callable[[HttpRequest], str]
 #: The algorithms this release ships, by id. An id names one way of computing a digest
 #: forever: a release that fingerprints differently adds an id and keeps the old one while
 #: records made under it may still be retried.
-ALGORITHMS: dict[str, Fingerprint] = {"request-1": default_fingerprint}
+ALGORITHMS: dict[str, Fingerprint] = {
+    "request-1": exact_fingerprint,
+    "request-2": default_fingerprint,
+}
+#: The algorithm of the fingerprints stored before versions existed (bare digests).
+LEGACY_ALGORITHM = "request-1"
 #: What a version looks like: an algorithm id, a dot and eight hex digits of configuration.
 _VERSION = re.compile(r"[a-z0-9-]+\.[0-9a-f]{8}")
 #: The algorithm id of every fingerprint function that this release does not ship.
@@ -100,7 +148,11 @@ def compare(
     stored_version, stored_digest = split(stored)
     version, digest = split(fingerprint)
     if stored_version is None:
-        return stored == digest
+        # Made by a release before versions: by the view's function then, or by the default
+        # of that time, the byte-exact request-1.
+        if stored == digest:
+            return True
+        return stored == ALGORITHMS[LEGACY_ALGORITHM](request)
     if stored_version == version:
         return stored_digest == digest
     for candidate in candidates:

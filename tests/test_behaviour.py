@@ -137,17 +137,19 @@ def send(
     method: str = "post",
     query: str = "",
     content_type: str = "application/json",
+    body: str | None = None,
 ) -> Any:
     """Send one request through ``client``; an ``AsyncClient``'s goes through ASGI's path.
 
-    A safe method sends no body. ``key`` is the raw ``Idempotency-Key`` header, if any.
+    A safe method sends no body. ``key`` is the raw ``Idempotency-Key`` header, if any;
+    ``body``, when given, is sent as it is instead of ``payload`` as JSON.
     """
     headers = {} if key is None else {"Idempotency-Key": key}
     if method in ("get", "head", "options"):
         arguments: dict[str, Any] = {"headers": headers}
     else:
-        body = json.dumps(payload or {})
-        arguments = {"data": body, "content_type": content_type, "headers": headers}
+        data = json.dumps(payload or {}) if body is None else body
+        arguments = {"data": data, "content_type": content_type, "headers": headers}
     if isinstance(client, Client):
         return getattr(client, method)(url + query, **arguments)
 
