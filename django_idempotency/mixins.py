@@ -11,6 +11,7 @@ from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from rest_framework import exceptions
+from rest_framework import views as drf_views
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -225,7 +226,10 @@ class IdempotencyMixin:
     def handle_exception(self, exc: Exception) -> Any:
         if isinstance(exc, _Replay):
             return exc.response
-        return super().handle_exception(exc)  # type: ignore[misc]
+        response = super().handle_exception(exc)  # type: ignore[misc]
+        if isinstance(exc, IdempotencyAPIException):
+            _add_code(self, exc, response)
+        return response
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
@@ -252,6 +256,19 @@ class IdempotencyMixin:
         atomic, self._idempotency_atomic = self._idempotency_atomic, None
         if atomic is not None:
             atomic.close(commit=not failed)
+
+
+def _add_code(view: Any, exc: IdempotencyAPIException, response: Any) -> None:
+    """Put the error's code beside DRF's default ``{"detail": ...}``, so clients can act on it.
+
+    Only under DRF's own exception handler: a project's handler renders its own format,
+    and receives the exception with its code as before.
+    """
+    if view.get_exception_handler() is not drf_views.exception_handler:
+        return
+    data = getattr(response, "data", None)
+    if isinstance(data, dict) and set(data) == {"detail"}:
+        data["code"] = exc.default_code
 
 
 def _keep_body(request: HttpRequest) -> None:

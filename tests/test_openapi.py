@@ -371,7 +371,7 @@ def test_problem_component__describes_problem_response(settings: Any) -> None:
 def test_error_detail_component__describes_drfs_default_handler() -> None:
     components = generate()["components"]["schemas"]
 
-    assert components["IdempotencyErrorDetail"]["required"] == ["detail"]
+    assert components["IdempotencyErrorDetail"]["required"] == ["detail", "code"]
 
 
 def test_error_codes__every_error_can_be_documented(settings: Any) -> None:

@@ -272,8 +272,14 @@ def _problem_schema() -> dict[str, Any]:
 def _error_detail_schema() -> dict[str, Any]:
     return {
         "type": "object",
-        "description": "An idempotency error, as Django REST framework's exception handler "
-        "renders it.",
-        "properties": {"detail": {"type": "string", "description": "What went wrong."}},
-        "required": ["detail"],
+        "description": "An idempotency error, as Django REST framework's default exception "
+        "handler renders it behind IdempotencyMixin.",
+        "properties": {
+            "detail": {"type": "string", "description": "What went wrong."},
+            "code": {
+                "type": "string",
+                "description": "The error's stable code, such as `idempotency_key_in_progress`.",
+            },
+        },
+        "required": ["detail", "code"],
     }
