@@ -15,7 +15,10 @@ from django.middleware.gzip import GZipMiddleware
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils.module_loading import import_string
 
-from django_idempotency import checks_cache  # noqa: F401  (registers the cache checks)
+from django_idempotency import (
+    checks_cache,  # noqa: F401  (registers the cache checks)
+    checks_cors,  # noqa: F401  (registers the CORS check)
+)
 from django_idempotency.conf import idempotency_settings
 from django_idempotency.handling import (
     get_view_options,
