@@ -10,6 +10,7 @@ bytes (docs/behaviour.md, "What makes two bodies the same").
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
@@ -25,15 +26,22 @@ class NotCanonical(ValueError):
 
 def canonical_json(body: bytes) -> str:
     """Return the canonical text of a JSON body; ``NotCanonical`` when it has none."""
+    value = _parse(body)
     try:
-        value = json.loads(
+        return _text(value)
+    except RecursionError as exc:
+        raise NotCanonical(str(exc)) from exc
+
+
+def _parse(body: bytes) -> Any:
+    try:
+        return json.loads(
             body,
             parse_float=Decimal,
             parse_int=Decimal,
             parse_constant=_refuse_constant,
             object_pairs_hook=_object,
         )
-        return _text(value)
     except (ValueError, RecursionError, UnicodeDecodeError) as exc:
         raise NotCanonical(str(exc)) from exc
 
@@ -88,3 +96,42 @@ def _number(number: Decimal) -> str:
     stripped = text.rstrip("0")
     exponent += len(text) - len(stripped)
     return f"{'-' if sign else ''}{stripped}e{exponent}"
+
+
+#: What a field path looks like: keys and indexes between dots, ``*`` for every item.
+_SEGMENT = re.compile(r"[^.\s]+")
+
+
+def is_field_path(path: object) -> bool:
+    """Whether ``path`` names a place in a JSON body: ``amount``, ``user.id``, ``lines.*.id``."""
+    return (
+        isinstance(path, str)
+        and bool(path)
+        and all(_SEGMENT.fullmatch(segment) for segment in path.split("."))
+    )
+
+
+def canonical_fields(body: bytes, paths: tuple[str, ...]) -> str:
+    """Return the canonical text of the named fields of a JSON body; else ``NotCanonical``.
+
+    A field the body does not have counts as absent, which differs from any value, so a
+    retry that drops a named field is another request.
+    """
+    value = _parse(body)
+    try:
+        return "[" + ",".join(_at(value, path.split(".")) for path in paths) + "]"
+    except RecursionError as exc:
+        raise NotCanonical(str(exc)) from exc
+
+
+def _at(value: Any, segments: list[str]) -> str:
+    if not segments:
+        return _text(value)
+    head, rest = segments[0], segments[1:]
+    if head == "*" and isinstance(value, list):
+        return "[" + ",".join(_at(item, rest) for item in value) + "]"
+    if isinstance(value, dict) and head in value:
+        return _at(value[head], rest)
+    if isinstance(value, list) and head.isdigit() and int(head) < len(value):
+        return _at(value[int(head)], rest)
+    return "absent"

@@ -12,10 +12,12 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable
+from typing import cast
 
 from django.http import HttpRequest
 from django.http.request import RawPostDataException
 from django.utils.http import parse_header_parameters
+from django.utils.module_loading import import_string
 
 from django_idempotency import canonical
 
@@ -99,6 +101,62 @@ def _body_digest(request: HttpRequest) -> bytes:
 
 Fingerprint = Callable[[HttpRequest], str]
 
+
+class SelectedFields:
+    """A fingerprint of the method, path, query, media type and the named JSON body fields.
+
+    For a view whose clients add fields that change on every retry (a timestamp, a trace
+    id): ``fingerprint=["amount", "currency", "customer.id", "items.*.sku"]``. A body that
+    is not JSON counts whole, by its meaning, as the default fingerprint counts it.
+    """
+
+    fingerprint_algorithm = "fields-1"
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        self.paths = tuple(paths)
+        if not self.paths or not all(canonical.is_field_path(path) for path in self.paths):
+            raise ValueError(f"not a list of field paths: {self.paths!r}")
+        #: What the version digests: the fields named, in their order.
+        self.fingerprint_config = {"fields": ",".join(self.paths)}
+
+    def __call__(self, request: HttpRequest) -> str:
+        if canonical.is_json(_media_type(request)):
+            try:
+                text = "fields\x00" + canonical.canonical_fields(request.body, self.paths)
+            except (canonical.NotCanonical, RawPostDataException):
+                pass
+            else:
+                return _fingerprint(request, hashlib.sha256(text.encode()).digest())
+        return default_fingerprint(request)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SelectedFields) and other.paths == self.paths
+
+    def __hash__(self) -> int:
+        return hash(self.paths)
+
+    def __repr__(self) -> str:
+        return f"SelectedFields({list(self.paths)!r})"
+
+
+def is_field_list(value: object) -> bool:
+    """Whether ``value`` is a non-empty list or tuple of JSON field paths."""
+    return (
+        isinstance(value, list | tuple)
+        and bool(value)
+        and all(canonical.is_field_path(path) for path in value)
+    )
+
+
+def resolve_fingerprint(value: str | Fingerprint | Iterable[str]) -> Fingerprint:
+    """Return the fingerprint an option names: a callable, its dotted path, or field paths."""
+    if is_field_list(value):
+        return SelectedFields(value)  # type: ignore[arg-type]
+    if isinstance(value, str):
+        return cast("Fingerprint", import_string(value))
+    return cast("Fingerprint", value)
+
+
 #: The algorithms this release ships, by id. An id names one way of computing a digest
 #: forever: a release that fingerprints differently adds an id and keeps the old one while
 #: records made under it may still be retried.
@@ -106,6 +164,9 @@ ALGORITHMS: dict[str, Fingerprint] = {
     "request-1": exact_fingerprint,
     "request-2": default_fingerprint,
 }
+#: The configurable algorithms this release ships, by id: their version digests their
+#: configuration (for ``fields-1``, the fields named).
+CONFIGURED: dict[str, type] = {"fields-1": SelectedFields}
 #: The algorithm of the fingerprints stored before versions existed (bare digests).
 LEGACY_ALGORITHM = "request-1"
 #: What a version looks like: an algorithm id, a dot and eight hex digits of configuration.
@@ -124,6 +185,9 @@ def version_of(function: Fingerprint) -> str:
     for algorithm, shipped in ALGORITHMS.items():
         if function is shipped:
             return f"{algorithm}.{_config_digest({})}"
+    configured = getattr(function, "fingerprint_algorithm", None)
+    if isinstance(configured, str) and configured in CONFIGURED:
+        return f"{configured}.{_config_digest(dict(function.fingerprint_config))}"  # type: ignore[attr-defined]
     label = getattr(function, "fingerprint_version", None)
     if label is None:
         label = getattr(function, "__module__", "") + "." + _qualified_name(function)

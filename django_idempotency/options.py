@@ -20,6 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from django_idempotency.encryption import build_encryptor
+from django_idempotency.fingerprints import is_field_list, resolve_fingerprint
 from django_idempotency.validation import (
     CALLABLE_OR_PATH,
     DURATION,
@@ -198,11 +199,18 @@ OPTIONS: dict[str, Option] = {
         (is_callable_or_dotted_path, CALLABLE_OR_PATH),
         resolve_callable,
     ),
+    # Or the JSON body fields that identify the operation (fingerprints.SelectedFields).
     "fingerprint": Option(
         "django_idempotency.fingerprints.default_fingerprint",
-        (is_importable_callable, IMPORTABLE_CALLABLE),
-        (is_callable_or_dotted_path, CALLABLE_OR_PATH),
-        resolve_callable,
+        (
+            lambda v: is_field_list(v) or is_importable_callable(v),
+            f"{IMPORTABLE_CALLABLE}, or a list of JSON field paths",
+        ),
+        (
+            lambda v: is_field_list(v) or is_callable_or_dotted_path(v),
+            f"{CALLABLE_OR_PATH}, or a list of JSON field paths",
+        ),
+        resolve_fingerprint,
     ),
     # Read once, when the app is ready: it connects the metrics' receivers (docs/metrics.md).
     "metrics": Option(False, _BOOL, None),
