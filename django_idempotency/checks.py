@@ -334,3 +334,20 @@ def check_encryptor(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> l
             )
         ]
     return []
+
+
+@register(deploy=True)
+def check_disabled_in_production(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Report ``IDEMPOTENCY_DISABLED`` set where ``DEBUG`` is off (E008)."""
+    if getattr(settings, "IDEMPOTENCY_DISABLED", False) is not True or settings.DEBUG:
+        return []
+    return [
+        Error(
+            "IDEMPOTENCY_DISABLED is True and DEBUG is False: no request is protected, "
+            "retries run twice.",
+            hint="IDEMPOTENCY_DISABLED is for tests; remove it from production settings.",
+            id="django_idempotency.E008",
+        )
+    ]

@@ -212,6 +212,8 @@ OPTIONS: dict[str, Option] = {
         ),
         resolve_fingerprint,
     ),
+    # The layer switched off, for tests of views that should not care (checked: E008).
+    "disabled": Option(False, _BOOL, None),
     # Read once, when the app is ready: it connects the metrics' receivers (docs/metrics.md).
     "metrics": Option(False, _BOOL, None),
     # Read once, when the app is ready: spans of the store calls (docs/observability.md).

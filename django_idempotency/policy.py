@@ -195,6 +195,8 @@ def policy_for(request: HttpRequest, overrides: Mapping[str, Any] | None = None)
     methods, unkeyed requests where keys are optional) go on as if the layer were absent,
     and the problem is logged once.
     """
+    if _is_disabled():
+        return None
     try:
         return Policy.build(overrides)
     except ImproperlyConfigured as error:
@@ -202,6 +204,14 @@ def policy_for(request: HttpRequest, overrides: Mapping[str, Any] | None = None)
             raise
         _log_misconfiguration(str(error))
         return None
+
+
+def _is_disabled() -> bool:
+    """Whether ``IDEMPOTENCY_DISABLED`` switches the layer off (only ``True`` does)."""
+    try:
+        return idempotency_settings.DISABLED is True
+    except ImproperlyConfigured:
+        return False  # a bad value protects, as if it were not set
 
 
 def _applies_despite_misconfiguration(request: HttpRequest, overrides: Mapping[str, Any]) -> bool:

@@ -113,12 +113,13 @@ def test_the_table__gives_the_checks_and_the_views_their_validators() -> None:
     for name, option in options.OPTIONS.items():
         assert options.SETTING_VALIDATORS[f"IDEMPOTENCY_{name.upper()}"] == option.setting
         assert options.OPTION_VALIDATORS.get(name) == option.view
-    # Settings only: a view cannot choose its database, cache or header, the metrics and
-    # tracing, how stored bodies are encrypted, nor what the admin shows.
+    # Settings only: a view cannot choose its database, cache or header, to switch the layer
+    # off, the metrics and tracing, how stored bodies are encrypted, nor what the admin shows.
     assert set(options.OPTIONS) - set(options.OPTION_VALIDATORS) == {
         "database",
         "cache_alias",
         "header",
+        "disabled",
         "metrics",
         "tracing",
         "encryptor",
