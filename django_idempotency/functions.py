@@ -1,0 +1,241 @@
+"""Idempotent functions: a call with a key runs once; a later call returns its stored result.
+
+The same storages, leases and fencing as requests (docs/functions.md). With a transactional
+storage (``DatabaseStorage``) the function's own database writes and its stored result commit
+together, and an exception rolls both back and frees the key; with ``CacheStorage`` the result
+is stored after the function returns, the weaker promise of docs/storage-cache.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import inspect
+import json
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connections
+
+from django_idempotency.conf import idempotency_settings
+from django_idempotency.fingerprints import bounded
+from django_idempotency.options import to_timedelta
+from django_idempotency.storage.base import (
+    Claim,
+    Origin,
+    OwnershipLost,
+    Record,
+    State,
+    Storage,
+    StorageUnavailable,
+    StoredResponse,
+)
+from django_idempotency.storage.registry import get_storage
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: The fingerprint version of a call's arguments (their JSON, str() for other values).
+CALL_VERSION = "call-1"
+#: The status and headers a stored result is kept under: the storages store responses.
+_RESULT_STATUS = 200
+_HEADERS = (("Content-Type", "application/json"),)
+_POLL_SECONDS = 0.05
+
+
+class IdempotentCallError(Exception):
+    """Base class of the errors an idempotent call raises instead of running."""
+
+
+class CallInProgress(IdempotentCallError):
+    """Another call with this key still runs (and ``wait_timeout`` passed, if waiting)."""
+
+
+class CallMismatch(IdempotentCallError):
+    """The key was used before with other arguments."""
+
+
+class CallNotStored(IdempotentCallError):
+    """The key's first call ran, but its result could not be stored: it is not run again."""
+
+
+class CallLeaseExpired(IdempotentCallError):
+    """The call ran past its lease, so its result was not stored (``lease`` too short)."""
+
+
+class CallInTransaction(IdempotentCallError):
+    """Called inside a transaction on the storage's database: its claim could not commit first.
+
+    A concurrent duplicate would wait on the row the claim wrote instead of learning that the
+    call is in progress, and the claim would roll back with the caller's transaction. Call it
+    outside ``atomic()`` (and outside ``ATOMIC_REQUESTS`` views), or use a storage on another
+    database alias (docs/functions.md, "Inside a transaction").
+    """
+
+
+class Serializer(Protocol):
+    """How a result is stored: ``dumps`` to bytes, ``loads`` back."""
+
+    def dumps(self, value: Any) -> bytes: ...
+
+    def loads(self, data: bytes) -> Any: ...
+
+
+class JSONSerializer:
+    """Results as JSON: dicts, lists, strings, numbers; ``Decimal``, dates and UUIDs as text."""
+
+    def dumps(self, value: Any) -> bytes:
+        return json.dumps(value, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
+
+    def loads(self, data: bytes) -> Any:
+        return json.loads(data)
+
+
+def idempotent_function(
+    *,
+    key: str | Callable[..., str],
+    scope: str | None = None,
+    ttl: timedelta | float | None = None,
+    lease: timedelta | float | None = None,
+    storage: str | Storage | None = None,
+    wait_timeout: timedelta | float | None = None,
+    serializer: Serializer | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Make a function run once per key; later calls with the key return the stored result.
+
+    ``key`` is the name of one of the function's arguments, or a callable taking the same
+    arguments and returning the key. ``scope`` namespaces the keys (default: the function's
+    dotted name). ``ttl``, ``lease`` and ``storage`` default to the settings. A call while
+    the first still runs raises ``CallInProgress``, or waits up to ``wait_timeout`` for its
+    result; a call with other arguments under the same key raises ``CallMismatch``.
+    """
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        signature = inspect.signature(function)
+        if isinstance(key, str) and key not in signature.parameters:
+            raise TypeError(f"{function.__qualname__} has no argument {key!r} to take keys from")
+        name = f"{function.__module__}.{function.__qualname__}"
+
+        @functools.wraps(function)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            call_key = (
+                str(bound.arguments[key]) if isinstance(key, str) else str(key(*args, **kwargs))
+            )
+            return once(
+                call_key,
+                function,
+                *args,
+                scope=scope or name,
+                fingerprint=_arguments_fingerprint(bound.arguments),
+                ttl=ttl,
+                lease=lease,
+                storage=storage,
+                wait_timeout=wait_timeout,
+                serializer=serializer,
+                **kwargs,
+            )
+
+        return wrapper
+
+    return decorate
+
+
+def once(
+    key: str,
+    function: Callable[..., R],
+    *args: Any,
+    scope: str | None = None,
+    fingerprint: str | None = None,
+    ttl: timedelta | float | None = None,
+    lease: timedelta | float | None = None,
+    storage: str | Storage | None = None,
+    wait_timeout: timedelta | float | None = None,
+    serializer: Serializer | None = None,
+    **kwargs: Any,
+) -> R:
+    """Run ``function(*args, **kwargs)`` once for ``key``; return its result, stored or fresh.
+
+    The call form of ``idempotent_function``, for code that computes its key at run time.
+    ``fingerprint`` (default: one of the arguments) tells a reuse of the key apart.
+    """
+    store = get_storage(storage or idempotency_settings.STORAGE, source="storage")
+    codec = serializer or JSONSerializer()
+    record_scope = bounded(f"function:{scope or _name(function)}", store.max_scope_length)
+    digest = fingerprint or _arguments_fingerprint({"args": args, "kwargs": kwargs})
+    lease_for = to_timedelta(lease) if lease is not None else idempotency_settings.LEASE
+    keep_for = to_timedelta(ttl) if ttl is not None else idempotency_settings.TTL
+    waits = to_timedelta(wait_timeout).total_seconds() if wait_timeout is not None else 0.0
+    deadline = time.monotonic() + waits
+    if store.is_transactional and store.using and connections[store.using].in_atomic_block:
+        raise CallInTransaction(CallInTransaction.__doc__)
+    origin = Origin(kind="CALL", name=_name(function))
+    while True:
+        found = store.claim(record_scope, key, digest, lease=lease_for, origin=origin)
+        if isinstance(found, Claim):
+            return _run(store, found, codec, keep_for, function, args, kwargs)
+        result = _answer(found, digest, codec)
+        if result is not _RUNNING:
+            return result  # type: ignore[no-any-return]
+        if time.monotonic() >= deadline:
+            raise CallInProgress(f"a call with key {key!r} still runs")
+        time.sleep(min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+
+_RUNNING = object()
+
+
+def _answer(record: Record, digest: str, codec: Serializer) -> Any:
+    if record.fingerprint != digest:
+        raise CallMismatch("this key was used before with other arguments")
+    if record.state is State.NOT_REPLAYABLE:
+        raise CallNotStored("the key's first call ran, but its result was not stored")
+    if record.state is State.COMPLETED and record.response is not None:
+        return codec.loads(record.response.body)
+    return _RUNNING
+
+
+def _run(
+    store: Storage,
+    claim: Claim,
+    codec: Serializer,
+    keep_for: timedelta,
+    function: Callable[..., R],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> R:
+    ran = False
+    try:
+        with store.atomic():
+            result = function(*args, **kwargs)
+            ran = True
+            body = codec.dumps(result)
+            store.complete(claim, StoredResponse(_RESULT_STATUS, _HEADERS, body), ttl=keep_for)
+    except OwnershipLost as exc:
+        # Its lease ended first: with a transactional storage its writes rolled back.
+        raise CallLeaseExpired("the call outlived its lease; another call may run it") from exc
+    except BaseException:
+        # The function raised, or it ran and its writes rolled back with the transaction:
+        # nothing happened, so the key is freed and a retry runs it. Outside a transaction
+        # a call that ran keeps its key in flight until the lease ends: its effects stand.
+        if not ran or store.is_transactional:
+            with contextlib.suppress(StorageUnavailable):
+                store.release(claim)
+        raise
+    # What every later call returns, so the first returns it too: one type for all callers.
+    return codec.loads(body)  # type: ignore[no-any-return]
+
+
+def _arguments_fingerprint(arguments: Any) -> str:
+    canonical = json.dumps(arguments, cls=DjangoJSONEncoder, sort_keys=True, default=str)
+    return f"{CALL_VERSION}.00000000:{hashlib.sha256(canonical.encode()).hexdigest()}"
+
+
+def _name(function: Callable[..., Any]) -> str:
+    qualname = getattr(function, "__qualname__", type(function).__qualname__)
+    return f"{getattr(function, '__module__', '')}.{qualname}"

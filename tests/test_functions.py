@@ -1,0 +1,134 @@
+"""Idempotent functions on each storage: a key runs once, its result is returned after.
+
+With DatabaseStorage the function's writes and its stored result commit together; an
+exception rolls them back and frees the key. Real databases and Redis (test_behaviour's
+storage matrix).
+"""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import transaction
+
+from django_idempotency.functions import (
+    CallInProgress,
+    CallInTransaction,
+    CallMismatch,
+    idempotent_function,
+    once,
+)
+from tests.records import stored_records
+from tests.test_behaviour import storage  # noqa: F401  (the storage matrix)
+from tests.testapp.models import Execution
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@idempotent_function(key="order_id")
+def charge(order_id: int, amount: Decimal) -> dict[str, Any]:
+    """A payment: one row, and a result that says what was done."""
+    execution = Execution.objects.create(label=f"charge {order_id}")
+    return {"charged": amount, "execution": execution.pk}
+
+
+@idempotent_function(key=lambda order_id, amount: f"refund-{order_id}")
+def refund(order_id: int, amount: Decimal) -> str:
+    Execution.objects.create(label=f"refund {order_id}")
+    raise RuntimeError("the bank said no")
+
+
+def test_a_second_call__returns_the_stored_result_without_running() -> None:
+    first = charge(42, Decimal("10.50"))
+    again = charge(42, Decimal("10.50"))
+
+    assert again == first == {"charged": "10.50", "execution": first["execution"]}
+    assert Execution.objects.filter(label="charge 42").count() == 1
+    assert [(scope, key, state) for scope, key, state in stored_records()] == [
+        ("function:tests.test_functions.charge", "42", "completed")
+    ]
+
+
+def test_another_key__runs() -> None:
+    charge(1, Decimal("1"))
+    charge(2, Decimal("1"))
+
+    assert Execution.objects.count() == 2
+
+
+def test_the_same_key_with_other_arguments__is_a_mismatch() -> None:
+    charge(42, Decimal("10.50"))
+
+    with pytest.raises(CallMismatch):
+        charge(42, Decimal("99.00"))
+    assert Execution.objects.count() == 1
+
+
+def test_an_exception__frees_the_key_and_a_retry_runs_again(storage: str) -> None:  # noqa: F811
+    with pytest.raises(RuntimeError):
+        refund(7, Decimal("5"))
+    with pytest.raises(RuntimeError):
+        refund(7, Decimal("5"))
+
+    assert stored_records() == []
+    # With the database, the function's row rolled back with its failure; Redis cannot.
+    expected = 0 if storage == "database" else 2
+    assert Execution.objects.filter(label="refund 7").count() == expected
+
+
+def test_a_call_while_the_first_runs__is_in_progress_or_waits_for_it() -> None:
+    started, finish = threading.Event(), threading.Event()
+    results: list[Any] = []
+
+    def slow(order_id: int) -> str:
+        started.set()
+        assert finish.wait(30)
+        return f"done {order_id}"
+
+    def first() -> None:
+        from django.db import connections
+
+        try:
+            results.append(once("k", slow, 1, scope="slow"))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert started.wait(30)
+    try:
+        with pytest.raises(CallInProgress):
+            once("k", slow, 1, scope="slow")
+    finally:
+        finish.set()
+        thread.join(30)
+    # Once it finished, a waiting call gets its result.
+    assert once("k", slow, 1, scope="slow", wait_timeout=5) == "done 1"
+    assert results == ["done 1"]
+
+
+@pytest.mark.parametrize("storage_backend", ["database"], indirect=True)
+def test_inside_the_callers_transaction__is_refused(storage_backend: str) -> None:
+    # Its claim could not commit first: a duplicate would wait on the row, not learn.
+    with transaction.atomic(), pytest.raises(CallInTransaction, match="outside"):
+        charge(42, Decimal("10.50"))
+    assert stored_records() == []
+
+
+def test_once__a_key_computed_at_run_time() -> None:
+    def send_invoice(number: str) -> str:
+        Execution.objects.create(label="invoice")
+        return f"sent {number}"
+
+    key = "invoice-2026-12"
+    assert once(key, send_invoice, "INV-1") == "sent INV-1"
+    assert once(key, send_invoice, "INV-1") == "sent INV-1"
+    assert Execution.objects.filter(label="invoice").count() == 1
+    # Scoped by the function, so requests' keys and other functions' never meet it.
+    ((scope, stored_key, _state),) = stored_records()
+    assert scope.startswith("function:tests.test_functions.")
+    assert scope.endswith(".send_invoice")
+    assert stored_key == key
