@@ -8,16 +8,19 @@ is stored after the function returns, the weaker promise of docs/storage-cache.m
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
 import inspect
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar
 
+from asgiref.sync import sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections
 
@@ -120,26 +123,29 @@ def idempotent_function(
             raise TypeError(f"{function.__qualname__} has no argument {key!r} to take keys from")
         name = f"{function.__module__}.{function.__qualname__}"
 
-        @functools.wraps(function)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        def call_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call:
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             call_key = (
                 str(bound.arguments[key]) if isinstance(key, str) else str(key(*args, **kwargs))
             )
-            return once(
-                call_key,
-                function,
-                *args,
-                scope=scope or name,
-                fingerprint=_arguments_fingerprint(bound.arguments),
-                ttl=ttl,
-                lease=lease,
-                storage=storage,
-                wait_timeout=wait_timeout,
-                serializer=serializer,
-                **kwargs,
+            digest = _arguments_fingerprint(bound.arguments)
+            return _Call.prepare(
+                call_key, function, args, kwargs, scope or name, digest, ttl, lease, storage
             )
+
+        if inspect.iscoroutinefunction(function):
+
+            @functools.wraps(function)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                call = call_of(args, kwargs)
+                return await _aonce(call, function, args, kwargs, wait_timeout, serializer)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(function)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            return _once(call_of(args, kwargs), function, args, kwargs, wait_timeout, serializer)
 
         return wrapper
 
@@ -164,27 +170,148 @@ def once(
     The call form of ``idempotent_function``, for code that computes its key at run time.
     ``fingerprint`` (default: one of the arguments) tells a reuse of the key apart.
     """
-    store = get_storage(storage or idempotency_settings.STORAGE, source="storage")
-    codec = serializer or JSONSerializer()
-    record_scope = bounded(f"function:{scope or _name(function)}", store.max_scope_length)
-    digest = fingerprint or _arguments_fingerprint({"args": args, "kwargs": kwargs})
-    lease_for = to_timedelta(lease) if lease is not None else idempotency_settings.LEASE
-    keep_for = to_timedelta(ttl) if ttl is not None else idempotency_settings.TTL
-    waits = to_timedelta(wait_timeout).total_seconds() if wait_timeout is not None else 0.0
-    deadline = time.monotonic() + waits
-    if store.is_transactional and store.using and connections[store.using].in_atomic_block:
-        raise CallInTransaction(CallInTransaction.__doc__)
-    origin = Origin(kind="CALL", name=_name(function))
+    call = _Call.prepare(key, function, args, kwargs, scope, fingerprint, ttl, lease, storage)
+    return _once(call, function, args, kwargs, wait_timeout, serializer)
+
+
+def _once(
+    call: _Call,
+    function: Callable[..., R],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    wait_timeout: timedelta | float | None,
+    serializer: Serializer | None,
+) -> R:
+    call.refuse_inside_a_transaction()
+    deadline = _deadline(wait_timeout)
     while True:
-        found = store.claim(record_scope, key, digest, lease=lease_for, origin=origin)
+        found = call.claim()
         if isinstance(found, Claim):
-            return _run(store, found, codec, keep_for, function, args, kwargs)
-        result = _answer(found, digest, codec)
+            return _run(call, found, function, args, kwargs, serializer or JSONSerializer())
+        result = _answer(found, call.digest, serializer or JSONSerializer())
         if result is not _RUNNING:
             return result  # type: ignore[no-any-return]
         if time.monotonic() >= deadline:
-            raise CallInProgress(f"a call with key {key!r} still runs")
+            raise CallInProgress(f"a call with key {call.key!r} still runs")
         time.sleep(min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+
+async def aonce(
+    key: str,
+    function: Callable[..., Awaitable[R]],
+    *args: Any,
+    scope: str | None = None,
+    fingerprint: str | None = None,
+    ttl: timedelta | float | None = None,
+    lease: timedelta | float | None = None,
+    storage: str | Storage | None = None,
+    wait_timeout: timedelta | float | None = None,
+    serializer: Serializer | None = None,
+    **kwargs: Any,
+) -> R:
+    """``once`` for a coroutine function: the same claim, result and errors.
+
+    The storage's calls run in a thread (``sync_to_async``). A coroutine cannot share a
+    transaction with the store, so its result is stored after it returns, as with
+    ``CacheStorage``: a result that cannot be stored keeps the key in flight until its lease
+    ends (docs/functions.md, "Async functions").
+    """
+    call = _Call.prepare(key, function, args, kwargs, scope, fingerprint, ttl, lease, storage)
+    return await _aonce(call, function, args, kwargs, wait_timeout, serializer)
+
+
+async def _aonce(
+    call: _Call,
+    function: Callable[..., Awaitable[R]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    wait_timeout: timedelta | float | None,
+    serializer: Serializer | None,
+) -> R:
+    codec = serializer or JSONSerializer()
+    deadline = _deadline(wait_timeout)
+    while True:
+        found = await sync_to_async(call.claim)()
+        if isinstance(found, Claim):
+            ran = False
+            try:
+                result = await function(*args, **kwargs)
+                ran = True
+                body = codec.dumps(result)
+                await sync_to_async(call.complete)(found, body)
+            except OwnershipLost as exc:
+                raise CallLeaseExpired("the call outlived its lease; another may run it") from exc
+            except BaseException:
+                if not ran:
+                    await sync_to_async(call.release_quietly)(found)
+                raise
+            return codec.loads(body)  # type: ignore[no-any-return]
+        answer = _answer(found, call.digest, codec)
+        if answer is not _RUNNING:
+            return answer  # type: ignore[no-any-return]
+        if time.monotonic() >= deadline:
+            raise CallInProgress(f"a call with key {call.key!r} still runs")
+        await asyncio.sleep(min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One keyed call, resolved against the settings: where and how its record is kept."""
+
+    store: Storage
+    scope: str
+    key: str
+    digest: str
+    lease: timedelta
+    ttl: timedelta
+    origin: Origin
+
+    @classmethod
+    def prepare(
+        cls,
+        key: str,
+        function: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        scope: str | None,
+        fingerprint: str | None,
+        ttl: timedelta | float | None,
+        lease: timedelta | float | None,
+        storage: str | Storage | None,
+    ) -> _Call:
+        store = get_storage(storage or idempotency_settings.STORAGE, source="storage")
+        return cls(
+            store=store,
+            scope=bounded(f"function:{scope or _name(function)}", store.max_scope_length),
+            key=key,
+            digest=fingerprint or _arguments_fingerprint({"args": args, "kwargs": kwargs}),
+            lease=to_timedelta(lease) if lease is not None else idempotency_settings.LEASE,
+            ttl=to_timedelta(ttl) if ttl is not None else idempotency_settings.TTL,
+            origin=Origin(kind="CALL", name=_name(function)),
+        )
+
+    def refuse_inside_a_transaction(self) -> None:
+        store = self.store
+        if store.is_transactional and store.using and connections[store.using].in_atomic_block:
+            raise CallInTransaction(CallInTransaction.__doc__)
+
+    def claim(self) -> Claim | Record:
+        return self.store.claim(
+            self.scope, self.key, self.digest, lease=self.lease, origin=self.origin
+        )
+
+    def complete(self, claim: Claim, body: bytes) -> None:
+        self.store.complete(claim, StoredResponse(_RESULT_STATUS, _HEADERS, body), ttl=self.ttl)
+
+    def release_quietly(self, claim: Claim) -> None:
+        # Best effort: a claim not released frees itself when its lease ends.
+        with contextlib.suppress(StorageUnavailable):
+            self.store.release(claim)
+
+
+def _deadline(wait_timeout: timedelta | float | None) -> float:
+    waits = to_timedelta(wait_timeout).total_seconds() if wait_timeout is not None else 0.0
+    return time.monotonic() + waits
 
 
 _RUNNING = object()
@@ -201,21 +328,20 @@ def _answer(record: Record, digest: str, codec: Serializer) -> Any:
 
 
 def _run(
-    store: Storage,
+    call: _Call,
     claim: Claim,
-    codec: Serializer,
-    keep_for: timedelta,
     function: Callable[..., R],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    codec: Serializer,
 ) -> R:
     ran = False
     try:
-        with store.atomic():
+        with call.store.atomic():
             result = function(*args, **kwargs)
             ran = True
             body = codec.dumps(result)
-            store.complete(claim, StoredResponse(_RESULT_STATUS, _HEADERS, body), ttl=keep_for)
+            call.complete(claim, body)
     except OwnershipLost as exc:
         # Its lease ended first: with a transactional storage its writes rolled back.
         raise CallLeaseExpired("the call outlived its lease; another call may run it") from exc
@@ -223,9 +349,8 @@ def _run(
         # The function raised, or it ran and its writes rolled back with the transaction:
         # nothing happened, so the key is freed and a retry runs it. Outside a transaction
         # a call that ran keeps its key in flight until the lease ends: its effects stand.
-        if not ran or store.is_transactional:
-            with contextlib.suppress(StorageUnavailable):
-                store.release(claim)
+        if not ran or call.store.is_transactional:
+            call.release_quietly(claim)
         raise
     # What every later call returns, so the first returns it too: one type for all callers.
     return codec.loads(body)  # type: ignore[no-any-return]

@@ -7,6 +7,7 @@ storage matrix).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from decimal import Decimal
 from typing import Any
@@ -132,3 +133,53 @@ def test_once__a_key_computed_at_run_time() -> None:
     assert scope.startswith("function:tests.test_functions.")
     assert scope.endswith(".send_invoice")
     assert stored_key == key
+
+
+# Async functions
+
+
+@idempotent_function(key="order_id")
+async def charge_async(order_id: int, amount: Decimal) -> dict[str, Any]:
+    execution = await Execution.objects.acreate(label=f"async charge {order_id}")
+    return {"charged": amount, "execution": execution.pk}
+
+
+def test_async__a_second_call_returns_the_stored_result_without_running() -> None:
+    async def twice() -> tuple[Any, Any]:
+        return await charge_async(9, Decimal("3.10")), await charge_async(9, Decimal("3.10"))
+
+    first, again = asyncio.run(in_thread_sensitive_context(twice))
+
+    assert first == again == {"charged": "3.10", "execution": first["execution"]}
+    assert Execution.objects.filter(label="async charge 9").count() == 1
+
+
+def test_async__a_mismatch_and_a_failure_are_told_apart() -> None:
+    @idempotent_function(key="number")
+    async def fails(number: int) -> None:
+        raise RuntimeError("no")
+
+    async def calls() -> None:
+        await charge_async(9, Decimal("3.10"))
+        with pytest.raises(CallMismatch):
+            await charge_async(9, Decimal("1.00"))
+        with pytest.raises(RuntimeError):
+            await fails(1)
+        with pytest.raises(RuntimeError):  # freed: it runs again
+            await fails(1)
+
+    asyncio.run(in_thread_sensitive_context(calls))
+
+    assert [key for _scope, key, _state in stored_records()] == ["9"]
+
+
+async def in_thread_sensitive_context(coroutine: Any) -> Any:
+    # The ORM's async methods and the storage's calls run on threads with their own
+    # connections; close them, so the test database can be flushed after the test.
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    try:
+        return await coroutine()
+    finally:
+        await sync_to_async(connections.close_all)()
