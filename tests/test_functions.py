@@ -183,3 +183,46 @@ async def in_thread_sensitive_context(coroutine: Any) -> Any:
         return await coroutine()
     finally:
         await sync_to_async(connections.close_all)()
+
+
+# Under concurrency
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("storage_backend", ["database"], indirect=True)
+def test_concurrent_calls_with_one_key__run_once_and_all_get_its_result(
+    storage_backend: str,
+) -> None:
+    # Twelve threads, each on its own PostgreSQL connection, call at once and wait for the
+    # result: one runs (one row), every one returns what it stored.
+    count = 12
+    barrier = threading.Barrier(count)
+    results: list[Any] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        from django.db import connections
+
+        try:
+            barrier.wait(30)
+            result = once(
+                "order-77", charge.__wrapped__, 77, Decimal("5.00"), scope="race", wait_timeout=20
+            )
+            with lock:
+                results.append(result)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=call) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert not errors, errors
+    assert len(results) == count
+    assert all(result == results[0] for result in results)
+    assert Execution.objects.filter(label="charge 77").count() == 1
