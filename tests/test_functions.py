@@ -197,6 +197,11 @@ def test_concurrent_calls_with_one_key__run_once_and_all_get_its_result(
     # result: one runs (one row), every one returns what it stored.
     count = 12
     barrier = threading.Barrier(count)
+
+    def pay(order_id: int, amount: Decimal) -> dict[str, Any]:
+        execution = Execution.objects.create(label=f"charge {order_id}")
+        return {"charged": amount, "execution": execution.pk}
+
     results: list[Any] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -206,9 +211,7 @@ def test_concurrent_calls_with_one_key__run_once_and_all_get_its_result(
 
         try:
             barrier.wait(30)
-            result = once(
-                "order-77", charge.__wrapped__, 77, Decimal("5.00"), scope="race", wait_timeout=20
-            )
+            result = once("order-77", pay, 77, Decimal("5.00"), scope="race", wait_timeout=20)
             with lock:
                 results.append(result)
         except BaseException as exc:  # reported below
