@@ -48,19 +48,17 @@ class Answer:
 
     @property
     def is_in_progress(self) -> bool:
-        """A 409 for an in-flight key: a problem document, or DRF's ``{"detail": ...}``."""
-        if self.status != 409:
-            return False
-        if self.code is not None:
-            return self.code == IdempotencyKeyInProgress.default_code
-        return bool(json.loads(self.body) == {"detail": IdempotencyKeyInProgress.default_detail})
+        """A 409 for an in-flight key, by its code: every entry point's body carries it."""
+        return self.status == 409 and self.code == IdempotencyKeyInProgress.default_code
 
     @classmethod
     def of(cls, response: HttpResponseBase) -> Answer:
         body = response.content  # type: ignore[attr-defined]
         code = None
-        if response.get("Content-Type") == "application/problem+json":
-            code = json.loads(body)["code"]
+        if response.status_code >= 400 and response.get("Content-Type", "").startswith(
+            ("application/problem+json", "application/json")
+        ):
+            code = json.loads(body).get("code")
         return cls(
             status=response.status_code,
             replayed=response.get("Idempotent-Replayed") == "true",
