@@ -27,6 +27,7 @@ from django.db import connections
 from django_idempotency.conf import idempotency_settings
 from django_idempotency.fingerprints import bounded
 from django_idempotency.options import to_timedelta
+from django_idempotency.policy import is_disabled
 from django_idempotency.storage.base import (
     Claim,
     Origin,
@@ -182,6 +183,8 @@ def _once(
     wait_timeout: timedelta | float | None,
     serializer: Serializer | None,
 ) -> R:
+    if is_disabled():  # IDEMPOTENCY_DISABLED: every call runs, as without the decorator
+        return function(*args, **kwargs)
     call.refuse_inside_a_transaction()
     deadline = _deadline(wait_timeout)
     while True:
@@ -228,6 +231,8 @@ async def _aonce(
     wait_timeout: timedelta | float | None,
     serializer: Serializer | None,
 ) -> R:
+    if is_disabled():
+        return await function(*args, **kwargs)
     codec = serializer or JSONSerializer()
     deadline = _deadline(wait_timeout)
     while True:

@@ -195,7 +195,7 @@ def policy_for(request: HttpRequest, overrides: Mapping[str, Any] | None = None)
     methods, unkeyed requests where keys are optional) go on as if the layer were absent,
     and the problem is logged once.
     """
-    if _is_disabled():
+    if is_disabled():
         return None
     try:
         return Policy.build(overrides)
@@ -206,7 +206,7 @@ def policy_for(request: HttpRequest, overrides: Mapping[str, Any] | None = None)
         return None
 
 
-def _is_disabled() -> bool:
+def is_disabled() -> bool:
     """Whether ``IDEMPOTENCY_DISABLED`` switches the layer off (only ``True`` does)."""
     try:
         return idempotency_settings.DISABLED is True

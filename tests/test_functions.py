@@ -229,3 +229,13 @@ def test_concurrent_calls_with_one_key__run_once_and_all_get_its_result(
     assert len(results) == count
     assert all(result == results[0] for result in results)
     assert Execution.objects.filter(label="charge 77").count() == 1
+
+
+def test_with_the_layer_switched_off__every_call_runs(settings: Any) -> None:
+    settings.IDEMPOTENCY_DISABLED = True
+
+    charge(42, Decimal("10.50"))
+    charge(42, Decimal("10.50"))
+
+    assert Execution.objects.filter(label="charge 42").count() == 2
+    assert stored_records() == []
