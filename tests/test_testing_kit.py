@@ -113,6 +113,11 @@ def test_plugin__offers_the_fixtures_in_a_project_of_its_own(
     pytester.makepyfile(test_project=PLUGIN_TESTS)
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "tests.settings")
+    # A database of its own: the inner pytest destroys its test database when it ends,
+    # and under dev.py the outer run's PostgreSQL test database has a name it would inherit.
+    monkeypatch.setenv("IDEMPOTENCY_TEST_DATABASE", "sqlite")
+    monkeypatch.setenv("IDEMPOTENCY_TEST_SQLITE_NAME", ":memory:")
+    monkeypatch.delenv("IDEMPOTENCY_TEST_PG_NAME", raising=False)
 
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")
 
