@@ -29,6 +29,7 @@ from django_idempotency.fingerprints import bounded
 from django_idempotency.options import to_timedelta
 from django_idempotency.policy import is_disabled
 from django_idempotency.storage.base import (
+    CALL_KIND,
     Claim,
     Origin,
     OwnershipLost,
@@ -292,7 +293,7 @@ class _Call:
             digest=fingerprint or _arguments_fingerprint({"args": args, "kwargs": kwargs}),
             lease=to_timedelta(lease) if lease is not None else idempotency_settings.LEASE,
             ttl=to_timedelta(ttl) if ttl is not None else idempotency_settings.TTL,
-            origin=Origin(kind="CALL", name=_name(function)),
+            origin=Origin(kind=CALL_KIND, name=_name(function)),
         )
 
     def refuse_inside_a_transaction(self) -> None:

@@ -239,3 +239,44 @@ def test_with_the_layer_switched_off__every_call_runs(settings: Any) -> None:
 
     assert Execution.objects.filter(label="charge 42").count() == 2
     assert stored_records() == []
+
+
+# Operators: the admin and the purge
+
+
+@pytest.mark.parametrize("storage_backend", ["database"], indirect=True)
+def test_the_admin__tells_function_records_from_request_records(
+    storage_backend: str, admin_client: Any
+) -> None:
+    from django.urls import reverse
+
+    from tests.factories import IdempotencyKeyFactory
+
+    charge(42, Decimal("10.50"))
+    IdempotencyKeyFactory.create(key="a-request", method="POST", path="/payments/")
+    changelist = reverse("admin:django_idempotency_idempotencykey_changelist")
+
+    calls = admin_client.get(changelist, {"method": "CALL"}).content.decode()
+    requests = admin_client.get(changelist, {"method": "POST"}).content.decode()
+
+    assert "function call" in admin_client.get(changelist).content.decode()  # the filter
+    assert "tests.test_functions.charge" in calls
+    assert "a-request" not in calls
+    assert "a-request" in requests
+    assert "tests.test_functions.charge" not in requests
+
+
+@pytest.mark.parametrize("storage_backend", ["database"], indirect=True)
+def test_the_purge__deletes_expired_function_records_too(storage_backend: str) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from tests.leases import expire_now
+
+    charge(42, Decimal("10.50"))
+    expire_now("42")
+
+    call_command("purge_idempotency_keys", "--grace", "0", stdout=StringIO())
+
+    assert stored_records() == []

@@ -10,10 +10,12 @@ from django.contrib import admin
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from django_idempotency.conf import idempotency_settings
 from django_idempotency.models import IdempotencyKey, IdempotencyKeyQuerySet
+from django_idempotency.storage.base import CALL_KIND
 
 
 class StateFilter(admin.SimpleListFilter):
@@ -68,7 +70,11 @@ class StatusClassFilter(admin.SimpleListFilter):
 
 
 class MethodFilter(admin.SimpleListFilter):
-    """Filter by HTTP method from a fixed list (never a DISTINCT over the whole table)."""
+    """Filter by HTTP method from a fixed list (never a DISTINCT over the whole table).
+
+    Function calls (``functions.idempotent_function``) are one more choice: their records
+    keep ``CALL`` where a request's keep its method, and the function's name as the path.
+    """
 
     title = _("method")
     parameter_name = "method"
@@ -77,7 +83,9 @@ class MethodFilter(admin.SimpleListFilter):
         methods = {"POST", "PUT", "PATCH", "DELETE"}
         with contextlib.suppress(ImproperlyConfigured):  # a bad setting breaks no admin page
             methods |= idempotency_settings.METHODS
-        return [(method, method) for method in sorted(methods)]
+        return [(method, method) for method in sorted(methods)] + [
+            (CALL_KIND, gettext("function call"))
+        ]
 
     def queryset(
         self, request: HttpRequest, queryset: QuerySet[IdempotencyKey]

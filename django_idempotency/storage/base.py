@@ -28,12 +28,17 @@ class StoredResponse:
     body: bytes = b""
 
 
+#: The ``Origin.kind`` of a function call's records (``functions.idempotent_function``).
+CALL_KIND = "CALL"
+
+
 @dataclass(frozen=True)
 class Origin:
     """What claimed a key, kept for operators and never interpreted by a storage.
 
-    For a request, ``kind`` is its HTTP method and ``name`` its path. A storage keeps both
-    as labels, shortened if it must, and never lets them decide or refuse a claim.
+    For a request, ``kind`` is its HTTP method and ``name`` its path; for a function call,
+    ``CALL_KIND`` and the function's dotted name. A storage keeps both as labels, shortened
+    if it must, and never lets them decide or refuse a claim.
     """
 
     kind: str = ""
