@@ -195,9 +195,7 @@ def _once(
         result = _answer(found, call.digest, serializer or JSONSerializer())
         if result is not _RUNNING:
             return result  # type: ignore[no-any-return]
-        if time.monotonic() >= deadline:
-            raise CallInProgress(f"a call with key {call.key!r} still runs")
-        time.sleep(min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        time.sleep(_pause(call, deadline))
 
 
 async def aonce(
@@ -255,9 +253,7 @@ async def _aonce(
         answer = _answer(found, call.digest, codec)
         if answer is not _RUNNING:
             return answer  # type: ignore[no-any-return]
-        if time.monotonic() >= deadline:
-            raise CallInProgress(f"a call with key {call.key!r} still runs")
-        await asyncio.sleep(min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        await asyncio.sleep(_pause(call, deadline))
 
 
 @dataclass(frozen=True)
@@ -313,6 +309,14 @@ class _Call:
         # Best effort: a claim not released frees itself when its lease ends.
         with contextlib.suppress(StorageUnavailable):
             self.store.release(claim)
+
+
+def _pause(call: _Call, deadline: float) -> float:
+    """Return how long to wait before looking at a running call again; past ``deadline``, raise."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise CallInProgress(f"a call with key {call.key!r} still runs")
+    return min(_POLL_SECONDS, left)
 
 
 def _deadline(wait_timeout: timedelta | float | None) -> float:
