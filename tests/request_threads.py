@@ -11,9 +11,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
-from django.db import connections
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteDatabaseWrapper
+
+from django_idempotency.testing import close_thread_connections
 
 
 @asynccontextmanager
@@ -24,18 +23,3 @@ async def request_thread() -> AsyncIterator[None]:
             yield
         finally:
             await sync_to_async(close_thread_connections)()
-
-
-def close_thread_connections() -> None:
-    """Close every database connection this thread opened, in-memory SQLite's included.
-
-    Django ignores ``close()`` on an in-memory SQLite connection, since closing the last one
-    drops the database. A request thread's connection is never the last (the test's own thread
-    keeps the test database open); left open, it is collected with the thread, which Python
-    3.13 reports as ``ResourceWarning: unclosed database``.
-    """
-    for connection in connections.all(initialized_only=True):
-        if isinstance(connection, SQLiteDatabaseWrapper) and connection.is_in_memory_db():
-            BaseDatabaseWrapper.close(connection)
-        else:
-            connection.close()

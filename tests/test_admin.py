@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.auth.models import Permission, User
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -22,6 +22,7 @@ from django_idempotency.admin import (
     preview_body,
 )
 from django_idempotency.models import IdempotencyKey
+from django_idempotency.testing import close_thread_connections
 from tests.factories import IdempotencyKeyFactory
 
 State = IdempotencyKey.State
@@ -585,7 +586,7 @@ def test_release__waits_for_a_completion_in_progress_on_another_connection(
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
         finally:
-            connections.close_all()
+            close_thread_connections()
 
     request = threading.Thread(target=complete_in_another_connection)
     request.start()

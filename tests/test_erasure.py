@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from django.contrib.auth import SESSION_KEY
 from django.core.management import CommandError, call_command
-from django.db import connections, transaction
+from django.db import transaction
 from django.test import Client
 
 from django_idempotency.management.commands.purge_idempotency_keys import Command
@@ -23,6 +23,7 @@ from django_idempotency.models import IdempotencyKey
 from django_idempotency.scopes import user_scope
 from django_idempotency.storage.base import ERASE_BATCH_SIZE, StorageUnavailable, StoredResponse
 from django_idempotency.storage.registry import configured_storage, get_storage
+from django_idempotency.testing import close_thread_connections
 from tests.factories import UserFactory
 from tests.pg_locks import statements_waiting_on_a_lock
 from tests.records import stored_records
@@ -268,7 +269,7 @@ def test_erase__waits_for_a_row_a_request_holds_instead_of_leaving_it(
         except BaseException as exc:  # pragma: no cover - reported by the assertions
             errors.append(exc)
         finally:
-            connections.close_all()
+            close_thread_connections()
 
     def eraser() -> None:
         try:
@@ -276,7 +277,7 @@ def test_erase__waits_for_a_row_a_request_holds_instead_of_leaving_it(
         except BaseException as exc:  # pragma: no cover - reported by the assertions
             errors.append(exc)
         finally:
-            connections.close_all()
+            close_thread_connections()
 
     threads = [threading.Thread(target=holder), threading.Thread(target=eraser)]
     threads[0].start()

@@ -22,6 +22,7 @@ from django_idempotency.functions import (
     idempotent_function,
     once,
 )
+from django_idempotency.testing import close_thread_connections
 from tests.records import stored_records
 from tests.test_behaviour import storage  # noqa: F401  (the storage matrix)
 from tests.testapp.models import Execution
@@ -90,12 +91,10 @@ def test_a_call_while_the_first_runs__is_in_progress_or_waits_for_it() -> None:
         return f"done {order_id}"
 
     def first() -> None:
-        from django.db import connections
-
         try:
             results.append(once("k", slow, 1, scope="slow"))
         finally:
-            connections.close_all()
+            close_thread_connections()
 
     thread = threading.Thread(target=first)
     thread.start()
@@ -177,12 +176,11 @@ async def in_thread_sensitive_context(coroutine: Any) -> Any:
     # The ORM's async methods and the storage's calls run on threads with their own
     # connections; close them, so the test database can be flushed after the test.
     from asgiref.sync import sync_to_async
-    from django.db import connections
 
     try:
         return await coroutine()
     finally:
-        await sync_to_async(connections.close_all)()
+        await sync_to_async(close_thread_connections)()
 
 
 # Under concurrency
@@ -207,8 +205,6 @@ def test_concurrent_calls_with_one_key__run_once_and_all_get_its_result(
     lock = threading.Lock()
 
     def call() -> None:
-        from django.db import connections
-
         try:
             barrier.wait(30)
             result = once("order-77", pay, 77, Decimal("5.00"), scope="race", wait_timeout=20)
@@ -217,7 +213,7 @@ def test_concurrent_calls_with_one_key__run_once_and_all_get_its_result(
         except BaseException as exc:  # reported below
             errors.append(exc)
         finally:
-            connections.close_all()
+            close_thread_connections()
 
     threads = [threading.Thread(target=call) for _ in range(count)]
     for thread in threads:

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connections
 from django.test import Client
 
 from django_idempotency.models import IdempotencyKey
+from django_idempotency.testing import close_thread_connections
 from tests.factories import UserFactory
 from tests.problems import is_problem
 from tests.testapp.models import Execution
@@ -94,4 +94,4 @@ async def test_cancelled_async_view__rolls_back_and_frees_its_key(async_client: 
     finally:
         # Close the connection asgiref's worker thread opened, or the test database
         # cannot be dropped.
-        await sync_to_async(connections.close_all)()
+        await sync_to_async(close_thread_connections)()

@@ -40,6 +40,7 @@ from django_idempotency.decorators import idempotent
 from django_idempotency.mixins import IdempotencyMixin
 from django_idempotency.models import IdempotencyKey
 from django_idempotency.policy import Policy
+from django_idempotency.testing import close_thread_connections
 from tests.factories import UserFactory
 from tests.live_server import LiveServer, live_gunicorn
 from tests.testapp.models import Execution, Order
@@ -421,7 +422,6 @@ async def test_bad_setting__async_middleware_refuses_covered_and_serves_safe(
     async_client: Any, settings: Any
 ) -> None:
     from asgiref.sync import sync_to_async
-    from django.db import connections
 
     settings.IDEMPOTENCY_TTL = "3600"
     try:
@@ -436,7 +436,7 @@ async def test_bad_setting__async_middleware_refuses_covered_and_serves_safe(
         assert page.status_code == 201
         assert not await sync_to_async(Execution.objects.filter(label="charge").exists)()
     finally:
-        await sync_to_async(connections.close_all)()
+        await sync_to_async(close_thread_connections)()
 
 
 # When the bad setting is one that decides coverage, every doubt counts as covered.

@@ -19,11 +19,12 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from django_idempotency.models import IdempotencyKey
 from django_idempotency.storage import Claim, DatabaseStorage, Record, State
+from django_idempotency.testing import close_thread_connections
 from tests.pg_locks import claims_waiting_on_a_lock
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -123,7 +124,7 @@ def test_claim__a_claim_committed_after_the_read_is_read_not_taken() -> None:
             results["holder"] = exc
             held.set()
         finally:
-            connections.close_all()
+            close_thread_connections()
 
     def contender() -> None:
         try:
@@ -131,7 +132,7 @@ def test_claim__a_claim_committed_after_the_read_is_read_not_taken() -> None:
         except BaseException as exc:  # pragma: no cover - reported by the assertions
             results["contender"] = exc
         finally:
-            connections.close_all()
+            close_thread_connections()
 
     first = threading.Thread(target=holder)
     first.start()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import OperationalError, connection, connections, transaction
+from django.db import OperationalError, connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -23,6 +23,7 @@ from django_idempotency.management.commands import purge_idempotency_keys
 from django_idempotency.models import IdempotencyKey
 from django_idempotency.storage.base import Claim, StorageUnavailable, StoredResponse
 from django_idempotency.storage.database import DatabaseStorage
+from django_idempotency.testing import close_thread_connections
 from tests.factories import IdempotencyKeyFactory
 
 State = IdempotencyKey.State
@@ -295,7 +296,7 @@ def _in_thread(target: Callable[[], None], errors: list[BaseException]) -> threa
         except BaseException as exc:  # reported to the test thread
             errors.append(exc)
         finally:
-            connections.close_all()
+            close_thread_connections()
 
     return threading.Thread(target=run)
 

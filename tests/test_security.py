@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 
 from django_idempotency.exceptions import IdempotencyKeyWithoutPrincipal
 from django_idempotency.mixins import IdempotencyMixin
+from django_idempotency.testing import close_thread_connections
 from tests.factories import UserFactory
 from tests.problems import is_problem
 from tests.records import stored_records
@@ -279,7 +280,6 @@ async def test_anonymous__behind_the_async_middleware_is_scoped_by_session_or_re
     storage_backend: str,
 ) -> None:
     from asgiref.sync import sync_to_async
-    from django.db import connections
     from django.test import AsyncClient
 
     async def send(client: AsyncClient, label: str) -> Any:
@@ -310,4 +310,4 @@ async def test_anonymous__behind_the_async_middleware_is_scoped_by_session_or_re
         assert alice_retry["Idempotent-Replayed"] == "true"
         assert alice_retry.content == for_alice.content
     finally:
-        await sync_to_async(connections.close_all)()
+        await sync_to_async(close_thread_connections)()

@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.http.response import HttpResponseBase
 from django.test import Client, override_settings
 from django.utils import timezone
@@ -33,6 +33,7 @@ from django.utils import timezone
 from django_idempotency.exceptions import IdempotencyLeaseExpired
 from django_idempotency.models import IdempotencyKey
 from django_idempotency.storage import Claim, DatabaseStorage, Record
+from django_idempotency.testing import close_thread_connections
 from tests.leases import expire_now, wait_for_expiry
 from tests.pg_locks import claims_waiting_on_a_lock
 from tests.store_faults import on_the_table
@@ -313,7 +314,7 @@ def _claim_while_another_takes_over(storage: DatabaseStorage) -> tuple[list[str]
                 taken.set()
                 go.wait(JOIN_SECONDS)
         finally:
-            connections.close_all()
+            close_thread_connections()
 
     def ours() -> None:
         try:
@@ -321,7 +322,7 @@ def _claim_while_another_takes_over(storage: DatabaseStorage) -> tuple[list[str]
         except BaseException as exc:  # pragma: no cover - reported by the assertions
             results.append(exc)
         finally:
-            connections.close_all()
+            close_thread_connections()
 
     other = threading.Thread(target=other_request)
     other.start()

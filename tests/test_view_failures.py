@@ -21,12 +21,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.db.models.signals import post_save
 from django.test import Client, override_settings
 
 from django_idempotency.models import IdempotencyKey
 from django_idempotency.signals import idempotency_replayed
+from django_idempotency.testing import close_thread_connections
 from tests.factories import UserFactory
 from tests.problems import is_problem
 from tests.records import stored_records
@@ -209,7 +210,7 @@ async def test_exception__in_an_async_view_leaves_the_async_middleware_serving(
     finally:
         # Close the connection asgiref's worker thread opened, or the test database
         # cannot be dropped.
-        await sync_to_async(connections.close_all)()
+        await sync_to_async(close_thread_connections)()
 
 
 # A view that dooms its own transaction
