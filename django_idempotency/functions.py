@@ -11,23 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import inspect
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections
+from django.utils import timezone
 
+from django_idempotency.call_keys import CallArguments, arguments_fingerprint
 from django_idempotency.conf import idempotency_settings
 from django_idempotency.fingerprints import bounded
 from django_idempotency.options import to_timedelta
 from django_idempotency.policy import is_disabled
+from django_idempotency.results import JSONSerializer, Serializer
 from django_idempotency.storage.base import (
     CALL_KIND,
     Claim,
@@ -41,11 +41,24 @@ from django_idempotency.storage.base import (
 )
 from django_idempotency.storage.registry import get_storage
 
+__all__ = [
+    "CallInProgress",
+    "CallInTransaction",
+    "CallLeaseExpired",
+    "CallMismatch",
+    "CallNotStored",
+    "IdempotentCallError",
+    "JSONSerializer",  # in django_idempotency.results, with the other serializers
+    "Serializer",
+    "aonce",
+    "call_once",
+    "idempotent_function",
+    "once",
+]
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: The fingerprint version of a call's arguments (their JSON, str() for other values).
-CALL_VERSION = "call-1"
 #: The status and headers a stored result is kept under: the storages store responses.
 _RESULT_STATUS = 200
 _HEADERS = (("Content-Type", "application/json"),)
@@ -57,7 +70,15 @@ class IdempotentCallError(Exception):
 
 
 class CallInProgress(IdempotentCallError):
-    """Another call with this key still runs (and ``wait_timeout`` passed, if waiting)."""
+    """Another call with this key still runs (and ``wait_timeout`` passed, if waiting).
+
+    ``retry_after`` is how long until that call's lease ends, on this machine's clock: a
+    retry after it finds the result, or takes the key over from a caller that died.
+    """
+
+    def __init__(self, message: str, *, retry_after: timedelta) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class CallMismatch(IdempotentCallError):
@@ -82,24 +103,6 @@ class CallInTransaction(IdempotentCallError):
     """
 
 
-class Serializer(Protocol):
-    """How a result is stored: ``dumps`` to bytes, ``loads`` back."""
-
-    def dumps(self, value: Any) -> bytes: ...
-
-    def loads(self, data: bytes) -> Any: ...
-
-
-class JSONSerializer:
-    """Results as JSON: dicts, lists, strings, numbers; ``Decimal``, dates and UUIDs as text."""
-
-    def dumps(self, value: Any) -> bytes:
-        return json.dumps(value, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
-
-    def loads(self, data: bytes) -> Any:
-        return json.loads(data)
-
-
 def idempotent_function(
     *,
     key: str | Callable[..., str],
@@ -120,20 +123,12 @@ def idempotent_function(
     """
 
     def decorate(function: Callable[P, R]) -> Callable[P, R]:
-        signature = inspect.signature(function)
-        if isinstance(key, str) and key not in signature.parameters:
-            raise TypeError(f"{function.__qualname__} has no argument {key!r} to take keys from")
-        name = f"{function.__module__}.{function.__qualname__}"
+        arguments = CallArguments(function, key)
 
         def call_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call:
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            call_key = (
-                str(bound.arguments[key]) if isinstance(key, str) else str(key(*args, **kwargs))
-            )
-            digest = _arguments_fingerprint(bound.arguments)
+            call_key, digest = arguments.key_and_fingerprint(args, kwargs)
             return _Call.prepare(
-                call_key, function, args, kwargs, scope or name, digest, ttl, lease, storage
+                call_key, function, args, kwargs, scope, digest, ttl, lease, storage
             )
 
         if inspect.iscoroutinefunction(function):
@@ -172,6 +167,36 @@ def once(
     The call form of ``idempotent_function``, for code that computes its key at run time.
     ``fingerprint`` (default: one of the arguments) tells a reuse of the key apart.
     """
+    return call_once(
+        key,
+        function,
+        args,
+        kwargs,
+        scope=scope,
+        fingerprint=fingerprint,
+        ttl=ttl,
+        lease=lease,
+        storage=storage,
+        wait_timeout=wait_timeout,
+        serializer=serializer,
+    )
+
+
+def call_once(
+    key: str,
+    function: Callable[..., R],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    scope: str | None = None,
+    fingerprint: str | None = None,
+    ttl: timedelta | float | None = None,
+    lease: timedelta | float | None = None,
+    storage: str | Storage | None = None,
+    wait_timeout: timedelta | float | None = None,
+    serializer: Serializer | None = None,
+) -> R:
+    """``once`` with the arguments as a tuple and a dict, so none can clash with an option."""
     call = _Call.prepare(key, function, args, kwargs, scope, fingerprint, ttl, lease, storage)
     return _once(call, function, args, kwargs, wait_timeout, serializer)
 
@@ -195,7 +220,7 @@ def _once(
         result = _answer(found, call.digest, serializer or JSONSerializer())
         if result is not _RUNNING:
             return result  # type: ignore[no-any-return]
-        time.sleep(_pause(call, deadline))
+        time.sleep(_pause(call, found, deadline))
 
 
 async def aonce(
@@ -253,7 +278,7 @@ async def _aonce(
         answer = _answer(found, call.digest, codec)
         if answer is not _RUNNING:
             return answer  # type: ignore[no-any-return]
-        await asyncio.sleep(_pause(call, deadline))
+        await asyncio.sleep(_pause(call, found, deadline))
 
 
 @dataclass(frozen=True)
@@ -286,7 +311,7 @@ class _Call:
             store=store,
             scope=bounded(f"function:{scope or _name(function)}", store.max_scope_length),
             key=key,
-            digest=fingerprint or _arguments_fingerprint({"args": args, "kwargs": kwargs}),
+            digest=fingerprint or arguments_fingerprint({"args": args, "kwargs": kwargs}),
             lease=to_timedelta(lease) if lease is not None else idempotency_settings.LEASE,
             ttl=to_timedelta(ttl) if ttl is not None else idempotency_settings.TTL,
             origin=Origin(kind=CALL_KIND, name=_name(function)),
@@ -311,11 +336,13 @@ class _Call:
             self.store.release(claim)
 
 
-def _pause(call: _Call, deadline: float) -> float:
+def _pause(call: _Call, running: Record, deadline: float) -> float:
     """Return how long to wait before looking at a running call again; past ``deadline``, raise."""
     left = deadline - time.monotonic()
     if left <= 0:
-        raise CallInProgress(f"a call with key {call.key!r} still runs")
+        # Until its lease ends, as far as this clock tells; never past a whole lease.
+        lease_left = min(max(running.expires_at - timezone.now(), timedelta(0)), call.lease)
+        raise CallInProgress(f"a call with key {call.key!r} still runs", retry_after=lease_left)
     return min(_POLL_SECONDS, left)
 
 
@@ -364,11 +391,6 @@ def _run(
         raise
     # What every later call returns, so the first returns it too: one type for all callers.
     return codec.loads(body)  # type: ignore[no-any-return]
-
-
-def _arguments_fingerprint(arguments: Any) -> str:
-    canonical = json.dumps(arguments, cls=DjangoJSONEncoder, sort_keys=True, default=str)
-    return f"{CALL_VERSION}.00000000:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
 
 def _name(function: Callable[..., Any]) -> str:

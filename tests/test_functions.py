@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -100,8 +101,10 @@ def test_a_call_while_the_first_runs__is_in_progress_or_waits_for_it() -> None:
     thread.start()
     assert started.wait(30)
     try:
-        with pytest.raises(CallInProgress):
-            once("k", slow, 1, scope="slow")
+        with pytest.raises(CallInProgress) as in_progress:
+            once("k", slow, 1, scope="slow", lease=120)
+        # The first call's lease (the default 60 s, not this call's) ends within that.
+        assert timedelta(seconds=1) < in_progress.value.retry_after <= timedelta(seconds=60)
     finally:
         finish.set()
         thread.join(30)
