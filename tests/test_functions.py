@@ -279,3 +279,16 @@ def test_the_purge__deletes_expired_function_records_too(storage_backend: str) -
     call_command("purge_idempotency_keys", "--grace", "0", stdout=StringIO())
 
     assert stored_records() == []
+
+
+@pytest.mark.django_db  # inside TestCase's transactions, as Django's TestCase runs a test
+@pytest.mark.parametrize("storage_backend", ["database"], indirect=True)
+def test_under_a_testcase__runs_as_outside_any_transaction_but_not_under_the_callers(
+    storage_backend: str,
+) -> None:
+    first = charge(42, Decimal("10.50"))
+
+    assert charge(42, Decimal("10.50")) == first
+    assert Execution.objects.count() == 1
+    with transaction.atomic(), pytest.raises(CallInTransaction):
+        charge(43, Decimal("1.00"))
