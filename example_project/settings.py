@@ -15,6 +15,8 @@ from typing import Any
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = "example-project-not-secret"
+#: The secret the payment provider signs its webhook deliveries with (shop/webhooks.py).
+WEBHOOK_SECRET = os.environ.get("EXAMPLE_WEBHOOK_SECRET", "whsec-example-not-secret")
 DEBUG = True
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 ROOT_URLCONF = "example_project.urls"

@@ -1,4 +1,4 @@
-"""URLs of the example project: the DRF orders API and the plain payments view."""
+"""URLs of the example project: the DRF orders API, the plain payments view, the webhook."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from example_project.shop import views
+from example_project.shop import views, webhooks
 
 router = DefaultRouter()
 router.register("orders", views.OrderViewSet)
@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/", include(router.urls)),
     path("payments/", views.create_payment, name="payment-create"),
     path("payments/<int:pk>/", views.payment_detail, name="payment-detail"),
+    path("webhooks/payments/", webhooks.payment_events, name="payment-events"),
 ]
 
 if settings.HAS_SPECTACULAR:

@@ -59,6 +59,28 @@ def test_demo__runs_the_example_api_and_every_expectation_holds(
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "Idempotent-Replayed: true" in demo.stdout
     assert "422" in demo.stdout
+    assert "payments the event recorded: 1" in demo.stdout
+
+
+def test_the_example_projects_own_tests__pass_with_the_kit(example_env: dict[str, str]) -> None:
+    # example_project/tests uses django_idempotency.testing and its pytest plugin; on the
+    # PostgreSQL pass its concurrent-duplicates test runs too.
+    tests = subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", "example_project"),
+            *("--ds=example_project.settings", "-p", "no:cacheprovider", "-q", "-rs"),
+        ],
+        cwd=ROOT,
+        env=example_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    summary = tests.stdout.strip().splitlines()[-1]
+    assert summary.startswith("8 passed" if is_postgres() else "7 passed, 1 skipped"), summary
 
 
 def test_schema__documents_the_key_on_the_orders_api(

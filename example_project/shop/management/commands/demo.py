@@ -24,7 +24,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
-from example_project.shop.models import Order
+from example_project.shop.models import Order, Payment
+from example_project.shop.webhooks import SIGNATURE_HEADER, sign
 
 BODY_PREVIEW = 240
 
@@ -62,9 +63,10 @@ def request(
     body: bytes = b"",
     key: str | None = None,
     token: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Reply:
     """Send one request on a fresh connection, as the holder of ``token``; read the reply."""
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    headers = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
     if key is not None:
         headers["Idempotency-Key"] = key
     if token is not None:
@@ -92,7 +94,8 @@ def encode(payload: dict[str, Any]) -> bytes:
 class Command(BaseCommand):
     help = (
         "Start the example API with runserver on a free port and show a first request, "
-        "a replayed retry, a concurrent burst that executes once, a mismatch (422), and "
+        "a replayed retry, a concurrent burst that executes once, a mismatch (422), a "
+        "webhook delivered twice and handled once, and "
         "that no customer ever gets another's response."
     )
 
@@ -183,7 +186,7 @@ class Command(BaseCommand):
         self.stdout.write(f"   -> {reply.describe()}")
 
     def run_steps(self, port: int, burst: int) -> None:
-        """Run the seven steps against the running API."""
+        """Run the eight steps against the running API."""
         key = f"demo-{uuid.uuid4().hex[:12]}"
         alice = self.tokens["alice"]
         order = {"item": "espresso beans", "quantity": 2, "amount": "18.50"}
@@ -214,6 +217,7 @@ class Command(BaseCommand):
 
         self.other_callers(port, key, order, first)
         self.payments(port, first)
+        self.webhook(port, first)
         self.metrics(port)
 
     def other_callers(self, port: int, key: str, order: dict[str, Any], first: Reply) -> None:
@@ -301,16 +305,55 @@ class Command(BaseCommand):
             "201, then the identical 201 replayed, then 422 application/problem+json",
         )
 
+    def webhook(self, port: int, first_order: Reply) -> None:
+        """Show a webhook delivered twice, and a forged copy first: the handler runs once."""
+        order_id = int(json.loads(first_order.body).get("id", 0))
+        event_id = f"evt_{uuid.uuid4().hex[:16]}"
+        event = {
+            "id": event_id,
+            "type": "payment.succeeded",
+            "data": {"object": {"amount": "18.50", "metadata": {"order": order_id}}},
+        }
+        body = encode(event)
+        self.stdout.write(
+            f"\n7. Webhook: the payment provider delivers event {event_id} twice to "
+            "POST /webhooks/payments/, after a forged copy with the same id"
+        )
+        paid_before = Payment.objects.filter(order_id=order_id).count()
+        signed = sign(body, settings.WEBHOOK_SECRET, int(time.time()))
+        forged = self.deliver(port, body, sign(body, "not-the-secret", int(time.time())))
+        self.show(forged)
+        delivered = self.deliver(port, body, signed)
+        self.show(delivered)
+        again = self.deliver(port, body, signed)
+        self.show(again)
+        paid = Payment.objects.filter(order_id=order_id).count() - paid_before
+        self.stdout.write(f"   payments the event recorded: {paid}")
+        self.expect(
+            forged.status == 400
+            and delivered.status == 200
+            and again.status == 200
+            and again.body == delivered.body
+            and paid == 1,
+            "400 for the forged copy, then 200 twice with one body, and one payment",
+        )
+
+    def deliver(self, port: int, body: bytes, signature: str) -> Reply:
+        """Deliver a webhook event as the provider does: signed, without an Idempotency-Key."""
+        return request(
+            port, "POST", "/webhooks/payments/", body, headers={SIGNATURE_HEADER: signature}
+        )
+
     def metrics(self, port: int) -> None:
         """Show the outcomes the steps above left in the Prometheus counters."""
         if not settings.HAS_PROMETHEUS:
             self.stdout.write(
-                "\n7. Metrics: not served; install the metrics extra "
+                "\n8. Metrics: not served; install the metrics extra "
                 '(pip install "django-idempotency[metrics]") to see them at /metrics/'
             )
             return
         self.stdout.write(
-            f"\n7. Metrics for Prometheus: GET http://127.0.0.1:{port}/metrics/ (docs/metrics.md;"
+            f"\n8. Metrics for Prometheus: GET http://127.0.0.1:{port}/metrics/ (docs/metrics.md;"
             " served while the demo runs: `manage.py runserver` serves it at"
             " http://127.0.0.1:8000/metrics/)"
         )
