@@ -8,9 +8,15 @@ storage matrix).
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +30,7 @@ from django_idempotency.functions import (
     once,
 )
 from django_idempotency.testing import close_thread_connections
+from tests.live_server import ROOT
 from tests.records import stored_records
 from tests.test_behaviour import storage  # noqa: F401  (the storage matrix)
 from tests.testapp.models import Execution
@@ -292,3 +299,44 @@ def test_under_a_testcase__runs_as_outside_any_transaction_but_not_under_the_cal
     assert Execution.objects.count() == 1
     with transaction.atomic(), pytest.raises(CallInTransaction):
         charge(43, Decimal("1.00"))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("storage_backend", ["database"], indirect=True)
+def test_concurrent_calls_from_separate_processes__run_once_and_all_get_its_result(
+    storage_backend: str, tmp_path: Path
+) -> None:
+    # Six Python processes, each with its own Django and PostgreSQL connection, released at
+    # once by a file: one runs (one row), every one prints what it stored.
+    from django.db import connection
+
+    count = 6
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.live_settings",
+        "IDEMPOTENCY_TEST_DATABASE": "postgres",
+        "IDEMPOTENCY_LIVE_DATABASE_NAME": connection.settings_dict["NAME"],
+        "IDEMPOTENCY_LIVE_STORAGE": "django_idempotency.storage.DatabaseStorage",
+        "IDEMPOTENCY_LIVE_LEASE": "60",
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [sys.executable, "-m", "tests.call_process", str(tmp_path)]
+    processes = [
+        subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("ready-*"))) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (tmp_path / "go").touch()
+        outputs = [process.communicate(timeout=60)[0] for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+
+    assert [process.returncode for process in processes] == [0] * count
+    results = [json.loads(output) for output in outputs]
+    assert all(result == results[0] for result in results)
+    assert Execution.objects.filter(label="process charge 88").count() == 1
+    assert results[0]["execution"] == Execution.objects.get(label="process charge 88").pk
