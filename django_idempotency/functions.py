@@ -9,47 +9,30 @@ is stored after the function returns, the weaker promise of docs/storage-cache.m
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import connections
 from django.utils import timezone
 
-from django_idempotency.call_keys import CallArguments, arguments_fingerprint
-from django_idempotency.conf import idempotency_settings
-from django_idempotency.fingerprints import bounded
+from django_idempotency.call_keys import CallArguments
+from django_idempotency.calls import Call
 from django_idempotency.options import to_timedelta
+from django_idempotency.outcomes import Outcome
 from django_idempotency.policy import is_disabled
 
 # JSONSerializer and Serializer are importable from here too, where they were first.
 from django_idempotency.results import JSONSerializer as JSONSerializer
 from django_idempotency.results import Serializer as Serializer
-from django_idempotency.storage.base import (
-    CALL_KIND,
-    Claim,
-    Origin,
-    OwnershipLost,
-    Record,
-    State,
-    Storage,
-    StorageUnavailable,
-    StoredResponse,
-)
-from django_idempotency.storage.registry import get_storage
+from django_idempotency.storage.base import Claim, OwnershipLost, Record, State, Storage
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: The status and headers a stored result is kept under: the storages store responses.
-_RESULT_STATUS = 200
-_HEADERS = (("Content-Type", "application/json"),)
 _POLL_SECONDS = 0.05
 
 
@@ -113,9 +96,9 @@ def idempotent_function(
     def decorate(function: Callable[P, R]) -> Callable[P, R]:
         arguments = CallArguments(function, key)
 
-        def call_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call:
+        def call_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
             call_key, digest = arguments.key_and_fingerprint(args, kwargs)
-            return _Call.prepare(
+            return Call.prepare(
                 call_key, function, args, kwargs, scope, digest, ttl, lease, storage
             )
 
@@ -185,12 +168,12 @@ def call_once(
     serializer: Serializer | None = None,
 ) -> R:
     """``once`` with the arguments as a tuple and a dict, so none can clash with an option."""
-    call = _Call.prepare(key, function, args, kwargs, scope, fingerprint, ttl, lease, storage)
+    call = Call.prepare(key, function, args, kwargs, scope, fingerprint, ttl, lease, storage)
     return _once(call, function, args, kwargs, wait_timeout, serializer)
 
 
 def _once(
-    call: _Call,
+    call: Call,
     function: Callable[..., R],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -199,13 +182,14 @@ def _once(
 ) -> R:
     if is_disabled():  # IDEMPOTENCY_DISABLED: every call runs, as without the decorator
         return function(*args, **kwargs)
-    call.refuse_inside_a_transaction()
+    if call.is_inside_a_transaction():
+        raise CallInTransaction(CallInTransaction.__doc__)
     deadline = _deadline(wait_timeout)
     while True:
         found = call.claim()
         if isinstance(found, Claim):
             return _run(call, found, function, args, kwargs, serializer or JSONSerializer())
-        result = _answer(found, call.digest, serializer or JSONSerializer())
+        result = _answer(call, found, serializer or JSONSerializer())
         if result is not _RUNNING:
             return result  # type: ignore[no-any-return]
         time.sleep(_pause(call, found, deadline))
@@ -231,12 +215,12 @@ async def aonce(
     ``CacheStorage``: a result that cannot be stored keeps the key in flight until its lease
     ends (docs/functions.md, "Async functions").
     """
-    call = _Call.prepare(key, function, args, kwargs, scope, fingerprint, ttl, lease, storage)
+    call = Call.prepare(key, function, args, kwargs, scope, fingerprint, ttl, lease, storage)
     return await _aonce(call, function, args, kwargs, wait_timeout, serializer)
 
 
 async def _aonce(
-    call: _Call,
+    call: Call,
     function: Callable[..., Awaitable[R]],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -263,78 +247,19 @@ async def _aonce(
                     await sync_to_async(call.release_quietly)(found)
                 raise
             return codec.loads(body)  # type: ignore[no-any-return]
-        answer = _answer(found, call.digest, codec)
+        answer = _answer(call, found, codec)
         if answer is not _RUNNING:
             return answer  # type: ignore[no-any-return]
         await asyncio.sleep(_pause(call, found, deadline))
 
 
-@dataclass(frozen=True)
-class _Call:
-    """One keyed call, resolved against the settings: where and how its record is kept."""
-
-    store: Storage
-    scope: str
-    key: str
-    digest: str
-    lease: timedelta
-    ttl: timedelta
-    origin: Origin
-
-    @classmethod
-    def prepare(
-        cls,
-        key: str,
-        function: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        scope: str | None,
-        fingerprint: str | None,
-        ttl: timedelta | float | None,
-        lease: timedelta | float | None,
-        storage: str | Storage | None,
-    ) -> _Call:
-        store = get_storage(storage or idempotency_settings.STORAGE, source="storage")
-        return cls(
-            store=store,
-            scope=bounded(f"function:{scope or _name(function)}", store.max_scope_length),
-            key=key,
-            digest=fingerprint or arguments_fingerprint({"args": args, "kwargs": kwargs}),
-            lease=to_timedelta(lease) if lease is not None else idempotency_settings.LEASE,
-            ttl=to_timedelta(ttl) if ttl is not None else idempotency_settings.TTL,
-            origin=Origin(kind=CALL_KIND, name=_name(function)),
-        )
-
-    def refuse_inside_a_transaction(self) -> None:
-        store = self.store
-        if not (store.is_transactional and store.using):
-            return
-        # A TestCase's own transactions do not count (as for atomic(durable=True)): the
-        # code under test runs outside any in production.
-        blocks = connections[store.using].atomic_blocks
-        if any(not getattr(block, "_from_testcase", False) for block in blocks):
-            raise CallInTransaction(CallInTransaction.__doc__)
-
-    def claim(self) -> Claim | Record:
-        return self.store.claim(
-            self.scope, self.key, self.digest, lease=self.lease, origin=self.origin
-        )
-
-    def complete(self, claim: Claim, body: bytes) -> None:
-        self.store.complete(claim, StoredResponse(_RESULT_STATUS, _HEADERS, body), ttl=self.ttl)
-
-    def release_quietly(self, claim: Claim) -> None:
-        # Best effort: a claim not released frees itself when its lease ends.
-        with contextlib.suppress(StorageUnavailable):
-            self.store.release(claim)
-
-
-def _pause(call: _Call, running: Record, deadline: float) -> float:
+def _pause(call: Call, running: Record, deadline: float) -> float:
     """Return how long to wait before looking at a running call again; past ``deadline``, raise."""
     left = deadline - time.monotonic()
     if left <= 0:
         # Until its lease ends, as far as this clock tells; never past a whole lease.
         lease_left = min(max(running.expires_at - timezone.now(), timedelta(0)), call.lease)
+        call.report(Outcome.IN_PROGRESS, "claim")
         raise CallInProgress(f"a call with key {call.key!r} still runs", retry_after=lease_left)
     return min(_POLL_SECONDS, left)
 
@@ -347,18 +272,21 @@ def _deadline(wait_timeout: timedelta | float | None) -> float:
 _RUNNING = object()
 
 
-def _answer(record: Record, digest: str, codec: Serializer) -> Any:
-    if record.fingerprint != digest:
+def _answer(call: Call, record: Record, codec: Serializer) -> Any:
+    if record.fingerprint != call.digest:
+        call.report(Outcome.MISMATCH, "claim")
         raise CallMismatch("this key was used before with other arguments")
     if record.state is State.NOT_REPLAYABLE:
+        call.report(Outcome.NOT_REPLAYABLE, "claim")
         raise CallNotStored("the key's first call ran, but its result was not stored")
     if record.state is State.COMPLETED and record.response is not None:
+        call.report(Outcome.REPLAYED, "claim")
         return codec.loads(record.response.body)
     return _RUNNING
 
 
 def _run(
-    call: _Call,
+    call: Call,
     claim: Claim,
     function: Callable[..., R],
     args: tuple[Any, ...],
@@ -384,8 +312,3 @@ def _run(
         raise
     # What every later call returns, so the first returns it too: one type for all callers.
     return codec.loads(body)  # type: ignore[no-any-return]
-
-
-def _name(function: Callable[..., Any]) -> str:
-    qualname = getattr(function, "__qualname__", type(function).__qualname__)
-    return f"{getattr(function, '__module__', '')}.{qualname}"

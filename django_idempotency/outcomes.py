@@ -147,9 +147,21 @@ class Subject:
     scope: str
 
 
+@dataclass(frozen=True)
+class CallSubject:
+    """The function call an outcome is about: no request; the method ``CALL``, its name."""
+
+    key: str
+    scope: str
+    #: The function's dotted name, in the place of a view name.
+    view: str
+    method: str = "CALL"
+    request: None = None
+
+
 def report(
     outcome: Outcome,
-    subject: Subject,
+    subject: Subject | CallSubject,
     operation: str | None = None,
     started: float | None = None,
     *,
@@ -172,8 +184,10 @@ def report(
     if not has_receivers and not logger.isEnabledFor(level):
         return
     request = subject.request
-    method = (request.method or "").upper()
-    view = view_name(request)
+    if isinstance(subject, CallSubject):
+        method, view = subject.method, subject.view
+    else:
+        method, view = (subject.request.method or "").upper(), view_name(subject.request)
     if has_receivers:
         telling.signal.send(
             sender=Policy,
@@ -193,7 +207,7 @@ def report(
         fields: dict[str, Any] = {
             "outcome": outcome.value,
             "method": method,
-            "view": view or request.path,
+            "view": view or (request.path if request is not None else ""),
             "key_hash": key_hash(subject.key),
             "scope_kind": scope_kind(subject.scope),
             "status": status,

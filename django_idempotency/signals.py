@@ -7,7 +7,8 @@ store call the outcome came from, ``"claim"``, ``"complete"`` or ``"release"``, 
 took; ``None`` when no store call made it), ``status`` (the stored or answered HTTP status, or
 ``None``), ``error`` (the exception behind it, or ``None``) and ``expired_for`` (for
 ``taken_over`` and ``expired``, how long the record taken over had been dead, a
-``timedelta``; else ``None``).
+``timedelta``; else ``None``). An idempotent function call (docs/functions.md) sends them
+too, with ``request=None``, ``method="CALL"`` and the function's dotted name as ``view``.
 """
 
 from __future__ import annotations
