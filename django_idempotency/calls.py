@@ -17,9 +17,11 @@ from typing import Any
 
 from django.db import connections
 
-from django_idempotency.call_keys import arguments_fingerprint
+from django_idempotency.call_keys import arguments_fingerprint, dotted_name, refuse_a_shared_name
 from django_idempotency.conf import idempotency_settings
+from django_idempotency.encryption import seal, unseal
 from django_idempotency.fingerprints import bounded
+from django_idempotency.keys import MAX_KEY_LENGTH
 from django_idempotency.options import to_timedelta
 from django_idempotency.outcomes import CallSubject, Outcome, report
 from django_idempotency.storage.base import (
@@ -54,7 +56,7 @@ class Call:
     @classmethod
     def prepare(
         cls,
-        key: str,
+        key: Any,
         function: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -64,12 +66,15 @@ class Call:
         lease: timedelta | float | None,
         storage: str | Storage | None,
     ) -> Call:
+        if scope is None:
+            refuse_a_shared_name(function)
         store = get_storage(storage or idempotency_settings.STORAGE, source="storage")
+        digest = fingerprint or arguments_fingerprint({"args": args, "kwargs": kwargs})
         return cls(
             store=store,
             scope=bounded(f"function:{scope or dotted_name(function)}", store.max_scope_length),
-            key=key,
-            digest=fingerprint or arguments_fingerprint({"args": args, "kwargs": kwargs}),
+            key=bounded(key_text(key), MAX_KEY_LENGTH),
+            digest=bounded(digest, store.max_fingerprint_length),
             lease=to_timedelta(lease) if lease is not None else idempotency_settings.LEASE,
             ttl=to_timedelta(ttl) if ttl is not None else idempotency_settings.TTL,
             origin=Origin(kind=CALL_KIND, name=dotted_name(function)),
@@ -107,9 +112,13 @@ class Call:
         return found
 
     def complete(self, claim: Claim, body: bytes) -> None:
+        """Store the result's bytes, sealed when an encryptor is set (as response bodies are)."""
         started = time.perf_counter()
+        sealed = seal(body, idempotency_settings.ENCRYPTOR, scope=self.scope, key=self.key)
         try:
-            self.store.complete(claim, StoredResponse(_RESULT_STATUS, _HEADERS, body), ttl=self.ttl)
+            self.store.complete(
+                claim, StoredResponse(_RESULT_STATUS, _HEADERS, sealed), ttl=self.ttl
+            )
         except OwnershipLost as exc:
             self.report(Outcome.LEASE_EXPIRED, "complete", started, error=exc)
             raise
@@ -117,6 +126,13 @@ class Call:
             self.report(Outcome.STORE_UNAVAILABLE, "complete", started, error=exc)
             raise
         self.report(Outcome.COMPLETED, "complete", started)
+
+    def stored_result(self, record: Record) -> bytes:
+        """Return a completed record's result bytes, opened; ``Unreadable`` if they cannot be."""
+        assert record.response is not None
+        return unseal(
+            record.response.body, idempotency_settings.ENCRYPTOR, scope=self.scope, key=self.key
+        )
 
     def release_quietly(self, claim: Claim) -> None:
         # Best effort: a claim not released frees itself when its lease ends.
@@ -137,7 +153,9 @@ class Call:
         report(outcome, subject, operation, started, **details)
 
 
-def dotted_name(function: Callable[..., Any]) -> str:
-    """Return the function's module and qualified name: its records' default scope."""
-    qualname = getattr(function, "__qualname__", type(function).__qualname__)
-    return f"{getattr(function, '__module__', '')}.{qualname}"
+def key_text(key: Any) -> str:
+    """Return a call's key as text; ``ValueError`` for no key (``None`` or empty)."""
+    text = "" if key is None else str(key)
+    if not text:
+        raise ValueError(f"an idempotent call needs a key, not {key!r}")
+    return text

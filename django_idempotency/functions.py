@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from django_idempotency.call_keys import CallArguments
 from django_idempotency.calls import Call
+from django_idempotency.encryption import Unreadable
 from django_idempotency.options import to_timedelta
 from django_idempotency.outcomes import Outcome
 from django_idempotency.policy import is_disabled
@@ -60,6 +61,14 @@ class CallNotStored(IdempotentCallError):
     """The key's first call ran, but its result could not be stored: it is not run again."""
 
 
+class CallResultUnreadable(IdempotentCallError):
+    """The key's stored result is sealed and cannot be opened: it is not run again.
+
+    The encryption keys it was sealed with are gone from ``IDEMPOTENCY_ENCRYPTION_KEYS``
+    (docs/data-protection.md); the record stays until its TTL ends.
+    """
+
+
 class CallLeaseExpired(IdempotentCallError):
     """The call ran past its lease, so its result was not stored (``lease`` too short)."""
 
@@ -76,13 +85,14 @@ class CallInTransaction(IdempotentCallError):
 
 def idempotent_function(
     *,
-    key: str | Callable[..., str],
+    key: str | Callable[..., Any],
     scope: str | None = None,
     ttl: timedelta | float | None = None,
     lease: timedelta | float | None = None,
     storage: str | Storage | None = None,
     wait_timeout: timedelta | float | None = None,
     serializer: Serializer | None = None,
+    fingerprint: Callable[..., str] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Make a function run once per key; later calls with the key return the stored result.
 
@@ -91,10 +101,12 @@ def idempotent_function(
     dotted name). ``ttl``, ``lease`` and ``storage`` default to the settings. A call while
     the first still runs raises ``CallInProgress``, or waits up to ``wait_timeout`` for its
     result; a call with other arguments under the same key raises ``CallMismatch``.
+    ``fingerprint`` (default: the arguments' canonical form) is a callable taking the same
+    arguments and returning what tells a reuse of the key apart.
     """
 
     def decorate(function: Callable[P, R]) -> Callable[P, R]:
-        arguments = CallArguments(function, key)
+        arguments = CallArguments(function, key, scope=scope, fingerprint=fingerprint)
 
         def call_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
             call_key, digest = arguments.key_and_fingerprint(args, kwargs)
@@ -121,7 +133,7 @@ def idempotent_function(
 
 
 def once(
-    key: str,
+    key: Any,
     function: Callable[..., R],
     *args: Any,
     scope: str | None = None,
@@ -154,7 +166,7 @@ def once(
 
 
 def call_once(
-    key: str,
+    key: Any,
     function: Callable[..., R],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -196,7 +208,7 @@ def _once(
 
 
 async def aonce(
-    key: str,
+    key: Any,
     function: Callable[..., Awaitable[R]],
     *args: Any,
     scope: str | None = None,
@@ -229,6 +241,8 @@ async def _aonce(
 ) -> R:
     if is_disabled():
         return await function(*args, **kwargs)
+    if await sync_to_async(call.is_inside_a_transaction)():
+        raise CallInTransaction(CallInTransaction.__doc__)
     codec = serializer or JSONSerializer()
     deadline = _deadline(wait_timeout)
     while True:
@@ -239,6 +253,7 @@ async def _aonce(
                 result = await function(*args, **kwargs)
                 ran = True
                 body = codec.dumps(result)
+                returned = codec.loads(body)  # what later calls get: stored only if it loads
                 await sync_to_async(call.complete)(found, body)
             except OwnershipLost as exc:
                 raise CallLeaseExpired("the call outlived its lease; another may run it") from exc
@@ -246,7 +261,7 @@ async def _aonce(
                 if not ran:
                     await sync_to_async(call.release_quietly)(found)
                 raise
-            return codec.loads(body)  # type: ignore[no-any-return]
+            return returned  # type: ignore[no-any-return]
         answer = _answer(call, found, codec)
         if answer is not _RUNNING:
             return answer  # type: ignore[no-any-return]
@@ -280,8 +295,13 @@ def _answer(call: Call, record: Record, codec: Serializer) -> Any:
         call.report(Outcome.NOT_REPLAYABLE, "claim")
         raise CallNotStored("the key's first call ran, but its result was not stored")
     if record.state is State.COMPLETED and record.response is not None:
+        try:
+            body = call.stored_result(record)
+        except Unreadable as exc:
+            call.report(Outcome.RESPONSE_UNREADABLE, "claim", error=exc)
+            raise CallResultUnreadable(CallResultUnreadable.__doc__) from exc
         call.report(Outcome.REPLAYED, "claim")
-        return codec.loads(record.response.body)
+        return codec.loads(body)
     return _RUNNING
 
 
@@ -299,6 +319,9 @@ def _run(
             result = function(*args, **kwargs)
             ran = True
             body = codec.dumps(result)
+            # What every later call returns, so the first returns it too: one type for all
+            # callers. Loaded before it is stored: a result that cannot load is not stored.
+            returned = codec.loads(body)
             call.complete(claim, body)
     except OwnershipLost as exc:
         # Its lease ended first: with a transactional storage its writes rolled back.
@@ -310,5 +333,4 @@ def _run(
         if not ran or call.store.is_transactional:
             call.release_quietly(claim)
         raise
-    # What every later call returns, so the first returns it too: one type for all callers.
-    return codec.loads(body)  # type: ignore[no-any-return]
+    return returned  # type: ignore[no-any-return]

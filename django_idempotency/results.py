@@ -56,7 +56,8 @@ class DataclassSerializer:
     """Results that are instances of one dataclass, returned as instances of it.
 
     Fields are stored as JSON; a field annotated ``Decimal``, ``UUID``, ``datetime``,
-    ``date``, ``time`` or another dataclass (or ``X | None`` of one) is rebuilt as that type.
+    ``date``, ``time`` or another dataclass (or ``X | None``, ``list[X]``, ``tuple[X, ...]``,
+    ``set[X]`` or ``dict[K, X]`` of them) is rebuilt as that type, exactly.
     """
 
     def __init__(self, cls: type[Any]) -> None:
@@ -67,7 +68,9 @@ class DataclassSerializer:
     def dumps(self, value: Any) -> bytes:
         if not isinstance(value, self.cls):
             raise TypeError(f"expected a {self.cls.__qualname__}, got {type(value).__qualname__}")
-        return to_json(dataclasses.asdict(value))
+        return json.dumps(
+            dataclasses.asdict(value), cls=_ExactEncoder, separators=(",", ":")
+        ).encode()
 
     def loads(self, data: bytes) -> Any:
         return _rebuild(self.cls, json.loads(data))
@@ -82,10 +85,32 @@ def _rebuild(cls: type[Any], fields: dict[str, Any]) -> Any:
     return cls(**values)
 
 
+class _ExactEncoder(json.JSONEncoder):
+    """Dataclass fields as text that rebuilds them exactly (microseconds kept)."""
+
+    def default(self, o: Any) -> Any:
+        if isinstance(o, datetime.date | datetime.time):
+            return o.isoformat()
+        if isinstance(o, decimal.Decimal | uuid.UUID):
+            return str(o)
+        return super().default(o)
+
+
 def _as(hint: Any, value: Any) -> Any:
     if value is None:
         return None
-    options = [hint, *(typing.get_args(hint) if _is_union(hint) else ())]
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (list, tuple, set, frozenset) and isinstance(value, list):
+        if origin is tuple and not (len(arguments) == 2 and arguments[1] is Ellipsis):
+            items = [
+                _as(item_hint, item) for item_hint, item in zip(arguments, value, strict=False)
+            ]
+        else:
+            items = [_as(arguments[0] if arguments else None, item) for item in value]
+        return items if origin is list else origin(items)
+    if origin is dict and isinstance(value, dict) and len(arguments) == 2:
+        return {_as(arguments[0], k): _as(arguments[1], v) for k, v in value.items()}
+    options = [hint, *(arguments if _is_union(hint) else ())]
     for option in options:
         if option in _FROM_TEXT and isinstance(value, str):
             return _FROM_TEXT[option](value)

@@ -75,6 +75,15 @@ class Worker:
             time.sleep(0.1)
         pytest.fail(f"celery was not ready in time:\n{self.log_tail()}")
 
+    def wait_for_log(self, text: str) -> None:
+        """Wait until the worker's log says ``text``; fail with the log if it never does."""
+        deadline = time.monotonic() + BOOT_SECONDS
+        while time.monotonic() < deadline:
+            if text in self.log.read_text(errors="replace"):
+                return
+            time.sleep(0.05)
+        pytest.fail(f"the worker's log never said {text!r}:\n{self.log_tail()}")
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         try:

@@ -17,12 +17,14 @@ from django_idempotency.models import IdempotencyKey
 from django_idempotency.storage import State
 from tests.celery_tasks import charge_and_notify, pay
 from tests.celery_worker import CountingBank, celery_worker
+from tests.leases import expire_now
 from tests.testapp.models import Execution
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
-#: The worker's lease: the redelivered task waits this long for the dead child's claim.
-LEASE = 3.0
+#: The worker's lease, longer than any test: a test ends it in the store (expire_now) once
+#: it saw the redelivered task meet the dead child's claim and retry.
+LEASE = 600.0
 #: How long a test waits for the worker to reach a state it must reach.
 RESULT_SECONDS = 60
 
@@ -39,8 +41,12 @@ def test_a_child_killed_after_its_write_and_the_bank_call__pays_once_after_redel
         # The child wrote its row (uncommitted) and called the bank; it dies before returning.
         os.kill(bank.held_pids[0], signal.SIGKILL)
 
-        # RabbitMQ redelivers it; the new child meets the dead child's claim, retries when
-        # its lease ends, takes the key over and runs: one row, one charge.
+        # RabbitMQ redelivers it; the new child meets the dead child's claim and retries
+        # instead of failing or running at once, until the lease ends; then it takes the
+        # key over and runs: one row, one charge.
+        worker.wait_for_log("retry: Retry in")
+        assert bank.calls == {"payment-42": 1}
+        expire_now("42")
         paid = result.get(timeout=RESULT_SECONDS)
 
     assert paid["charge"] == "ch_payment-42"

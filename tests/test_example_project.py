@@ -80,7 +80,7 @@ def test_the_example_projects_own_tests__pass_with_the_kit(example_env: dict[str
 
     assert tests.returncode == 0, tests.stdout + tests.stderr
     summary = tests.stdout.strip().splitlines()[-1]
-    assert summary.startswith("8 passed" if is_postgres() else "7 passed, 1 skipped"), summary
+    assert summary.startswith("10 passed" if is_postgres() else "9 passed, 1 skipped"), summary
 
 
 def test_schema__documents_the_key_on_the_orders_api(

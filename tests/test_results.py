@@ -65,7 +65,7 @@ def twice(function: Any, *args: Any) -> tuple[Any, Any]:
 
 
 def test_a_dataclass__comes_back_as_itself_with_its_field_types(storage: str) -> None:  # noqa: F811
-    @idempotent_function(key="order_id", serializer=DataclassSerializer(Payment))
+    @idempotent_function(key="order_id", scope="pay", serializer=DataclassSerializer(Payment))
     def pay(order_id: int) -> Payment:
         Execution.objects.create(label="pay")
         card = Card("4242", datetime.date(2030, 1, 31))
@@ -80,7 +80,7 @@ def test_a_dataclass__comes_back_as_itself_with_its_field_types(storage: str) ->
 
 
 def test_a_pydantic_model__comes_back_as_itself(storage: str) -> None:  # noqa: F811
-    @idempotent_function(key="order_id", serializer=PydanticSerializer(PaymentModel))
+    @idempotent_function(key="order_id", scope="pay", serializer=PydanticSerializer(PaymentModel))
     def pay(order_id: int) -> PaymentModel:
         Execution.objects.create(label="pay")
         return PaymentModel(amount=Decimal("10.50"), paid_at=PAID_AT, receipt=RECEIPT)
@@ -92,7 +92,7 @@ def test_a_pydantic_model__comes_back_as_itself(storage: str) -> None:  # noqa: 
 
 
 def test_a_drf_serializer__stores_and_returns_the_representation(storage: str) -> None:  # noqa: F811
-    @idempotent_function(key="label", serializer=DRFSerializer(ExecutionSerializer))
+    @idempotent_function(key="label", scope="record", serializer=DRFSerializer(ExecutionSerializer))
     def record(label: str) -> Execution:
         return Execution.objects.create(label=label)
 

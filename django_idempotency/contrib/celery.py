@@ -17,10 +17,11 @@ from typing import Any, ParamSpec, TypeVar
 from celery import Task, current_task
 
 from django_idempotency.call_keys import CallArguments
+from django_idempotency.conf import idempotency_settings
 from django_idempotency.functions import CallInProgress, CallLeaseExpired, call_once
 from django_idempotency.options import to_timedelta
 from django_idempotency.results import Serializer
-from django_idempotency.storage.base import Storage
+from django_idempotency.storage.base import Storage, StorageUnavailable
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -31,26 +32,28 @@ MIN_RETRY_DELAY = timedelta(seconds=1)
 
 def idempotent_task(
     *,
-    key: str | Callable[..., str],
+    key: str | Callable[..., Any],
     scope: str | None = None,
     ttl: timedelta | float | None = None,
     lease: timedelta | float | None = None,
     storage: str | Storage | None = None,
     serializer: Serializer | None = None,
+    fingerprint: Callable[..., str] | None = None,
     retry_delay: timedelta | float | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Make a task's body run once per key; put it under ``@app.task``.
 
-    ``key``, ``scope``, ``ttl``, ``lease``, ``storage`` and ``serializer`` are
-    ``idempotent_function``'s. With ``bind=True`` the task itself, its first argument, is
+    ``key``, ``scope``, ``ttl``, ``lease``, ``storage``, ``serializer`` and ``fingerprint``
+    are ``idempotent_function``'s. With ``bind=True`` the task itself, its first argument, is
     left out of the fingerprint (the key callable still receives it). While another
     delivery holds the key, the task retries after ``retry_delay`` (default: until that
-    delivery's lease ends, at least ``MIN_RETRY_DELAY``), within the task's ``max_retries``.
+    delivery's lease ends, at least ``MIN_RETRY_DELAY``), within the task's ``max_retries``;
+    when the store does not answer, after ``retry_delay`` or ``IDEMPOTENCY_RETRY_AFTER``.
     """
     delay = to_timedelta(retry_delay) if retry_delay is not None else None
 
     def decorate(function: Callable[P, R]) -> Callable[P, R]:
-        arguments = CallArguments(function, key)
+        arguments = CallArguments(function, key, scope=scope, fingerprint=fingerprint)
         first = next(iter(arguments.signature.parameters), None)
 
         @functools.wraps(function)
@@ -79,6 +82,10 @@ def idempotent_task(
                 # It ran past its lease: its writes rolled back (DatabaseStorage), and another
                 # delivery may hold the key now. A retry finds out which.
                 raise task.retry(exc=exc, countdown=MIN_RETRY_DELAY.total_seconds()) from exc
+            except StorageUnavailable as exc:
+                # Nothing ran: the claim found no store. As a 503 says, come back later.
+                countdown = delay if delay is not None else idempotency_settings.RETRY_AFTER
+                raise task.retry(exc=exc, countdown=countdown.total_seconds()) from exc
 
         return run
 

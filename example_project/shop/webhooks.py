@@ -40,19 +40,29 @@ def sign(body: bytes, secret: str, timestamp: int) -> str:
 
 
 def verify(body: bytes, header: str, secret: str, *, now: float | None = None) -> dict[str, Any]:
-    """Return the event ``body`` holds if ``header`` signs it; raise ``InvalidSignature``."""
-    parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-    try:
-        timestamp = int(parts["t"])
-    except (KeyError, ValueError):
-        raise InvalidSignature("no timestamp") from None
-    expected = sign(body, secret, timestamp).split("v1=", 1)[1]
-    if not hmac.compare_digest(expected, parts.get("v1", "")):
+    """Return the event ``body`` holds if ``header`` signs it; raise ``InvalidSignature``.
+
+    The header may carry several ``v1`` signatures (one per secret while the provider rolls
+    its secret over): one that matches is enough. Only one timestamp is accepted.
+    """
+    timestamps, signatures = [], []
+    for part in header.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t":
+            timestamps.append(value)
+        elif name == "v1":
+            signatures.append(value.encode("utf-8", "surrogateescape"))
+    if len(timestamps) != 1 or not timestamps[0].isascii() or not timestamps[0].isdigit():
+        raise InvalidSignature("not one timestamp")
+    timestamp = int(timestamps[0])
+    expected = sign(body, secret, timestamp).split("v1=", 1)[1].encode()
+    # Every signature compared, in constant time each: which one matched is not told.
+    if not any([hmac.compare_digest(expected, signature) for signature in signatures]):
         raise InvalidSignature("the signature does not match")
     if abs((time.time() if now is None else now) - timestamp) > TOLERANCE_SECONDS:
         raise InvalidSignature("the delivery is too old")
     event = json.loads(body)
-    if not isinstance(event, dict) or not isinstance(event.get("id"), str):
+    if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not event["id"]:
         raise InvalidSignature("a signed body that is not an event")
     return event
 

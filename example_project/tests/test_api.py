@@ -121,3 +121,33 @@ class WebhookTests(TestCase):
 
         assert (forged.status_code, real.status_code) == (400, 200)
         assert Payment.objects.count() == 1
+
+    def test_a_signature_header_of_any_shape__is_a_400_never_a_500(self) -> None:
+        body = self.event(Order.objects.create(item="tea", amount="18.50"))
+        now = int(time.time())
+        good = sign(body, settings.WEBHOOK_SECRET, now)
+        for header in ["", "t=,v1=", f"t={now},v1=\u00e9", f"t=x{now},v1=ab", f"{good},t={now}"]:
+            response = self.client.post(
+                "/webhooks/payments/",
+                body,
+                content_type="application/json",
+                headers={SIGNATURE_HEADER: header},
+            )
+            assert response.status_code == 400, header
+        assert Payment.objects.count() == 0
+
+    def test_a_header_with_a_signature_per_secret__is_accepted_during_a_secret_rollover(
+        self,
+    ) -> None:
+        body = self.event(Order.objects.create(item="tea", amount="18.50"))
+        now = int(time.time())
+        old = sign(body, "the-old-secret", now).split("v1=")[1]
+        header = f"{sign(body, settings.WEBHOOK_SECRET, now)},v1={old}"
+
+        response = self.client.post(
+            "/webhooks/payments/",
+            body,
+            content_type="application/json",
+            headers={SIGNATURE_HEADER: header},
+        )
+        assert response.status_code == 200
