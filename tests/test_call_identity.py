@@ -276,3 +276,84 @@ def test_async__inside_the_callers_transaction_is_refused(storage_backend: str) 
     with transaction.atomic(), pytest.raises(CallInTransaction):
         async_to_sync(aonce)("a1", work, scope="work")
     assert stored_records() == []
+
+
+@pytest.mark.parametrize("storage_backend", ["database"], indirect=True)
+def test_a_result_the_store_cannot_take__rolls_back_and_says_so(storage_backend: str) -> None:
+    from django_idempotency.outcomes import Outcome
+    from django_idempotency.storage import StorageUnavailable
+    from django_idempotency.testing import outcomes
+    from tests.store_faults import failing_queries, on_the_table
+
+    with (
+        outcomes() as seen,
+        failing_queries(on_the_table("UPDATE")),
+        pytest.raises(StorageUnavailable),
+    ):
+        card(7)
+    assert Outcome.STORE_UNAVAILABLE in seen.outcomes
+    assert Execution.objects.count() == 0
+
+
+@pytest.mark.parametrize("storage_backend", ["database"], indirect=True)
+def test_a_record_whose_result_was_not_stored__is_never_run_again(storage_backend: str) -> None:
+    from django_idempotency.calls import Call
+    from django_idempotency.functions import CallNotStored
+    from tests.factories import IdempotencyKeyFactory
+
+    call = Call.prepare("8", card, (8,), {}, None, None, None, None, None)
+    IdempotencyKeyFactory.create(
+        scope=call.scope,
+        key="8",
+        fingerprint=call.digest,
+        state=IdempotencyKey.State.NOT_REPLAYABLE,
+    )
+    with pytest.raises(CallNotStored):
+        once("8", card, 8)
+    assert Execution.objects.count() == 0
+
+
+def test_async__disabled_runs_every_call(settings: Any) -> None:
+    settings.IDEMPOTENCY_DISABLED = True
+    runs: list[int] = []
+
+    async def work() -> int:
+        runs.append(1)
+        return len(runs)
+
+    assert [async_to_sync(aonce)("a2", work, scope="work") for _ in range(2)] == [1, 2]
+
+
+def test_async__waits_for_a_running_call_then_says_it_still_runs(storage: str) -> None:  # noqa: F811
+    from django_idempotency.calls import Call
+
+    async def work() -> str:
+        return "ok"
+
+    Call.prepare("a3", work, (), {}, "work", None, None, 60, None).claim()  # another's
+    with pytest.raises(CallInProgress):
+        async_to_sync(aonce)("a3", work, scope="work", wait_timeout=0.2)
+
+
+def test_async__a_call_that_outlived_its_lease__stores_nothing(storage: str) -> None:  # noqa: F811
+    from django_idempotency.functions import CallLeaseExpired
+    from tests.leases import expire_now
+
+    async def late() -> str:
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(expire_now)("a4")
+        return "late"
+
+    with pytest.raises(CallLeaseExpired):
+        async_to_sync(aonce)("a4", late, scope="late")
+
+
+def test_async__a_result_it_cannot_serialize__keeps_the_key_in_flight(storage: str) -> None:  # noqa: F811
+    async def unserializable() -> object:
+        return object()
+
+    with pytest.raises(TypeError):
+        async_to_sync(aonce)("a5", unserializable, scope="odd")
+    with pytest.raises(CallInProgress):  # it ran: a retry must not run it again at once
+        async_to_sync(aonce)("a5", unserializable, scope="odd")

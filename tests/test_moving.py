@@ -36,6 +36,7 @@ from tests.test_behaviour import (  # noqa: F401  (fixtures)
     send,
     url,
 )
+from tests.testapp.storages import CacheToDatabase
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
 
@@ -289,3 +290,112 @@ def test_outside_a_transaction__the_deciding_storage_still_completes_first(
     send(client, url, {"label": "pay"}, key="k")
 
     assert order == ["DatabaseStorage", "CacheStorage"]
+
+
+# Operators' calls while moving: lookups, census, erasure
+
+
+def test_a_lookup__finds_a_record_in_either_storage(move: Move) -> None:
+    old, new, mover = get_storage(move.old), get_storage(move.new), get_storage(move.mover)
+    old.claim("scope", "in-old", "fp", lease=LEASE)
+    new.claim("scope", "in-new", "fp", lease=LEASE)
+
+    assert [mover.get("scope", key) is not None for key in ("in-old", "in-new", "nowhere")] == [
+        True,
+        True,
+        False,
+    ]
+
+
+def test_the_census__is_the_new_storages(move: Move) -> None:
+    mover = get_storage(move.mover)
+    get_storage(move.new).claim("scope", "k", "fp", lease=LEASE)
+
+    census, own = mover.census(), get_storage(move.new).census()
+    assert census is not None
+    assert own is not None
+    assert (census.in_flight, census.completed) == (own.in_flight, own.completed)
+    assert census.in_flight.value == 1
+
+
+def test_erasing_a_scope__erases_it_in_both_and_counts_both(move: Move) -> None:
+    old, new, mover = get_storage(move.old), get_storage(move.new), get_storage(move.mover)
+    for storage, key in ((old, "a"), (new, "b"), (new, "c")):
+        storage.claim("user:auth.user:1", key, "fp", lease=LEASE)
+
+    counted = mover.count_scope("user:auth.user:1")
+    erased = sum(mover.erase_scope("user:auth.user:1"))
+
+    assert counted.value == erased == 3
+    assert mover.count_scope("user:auth.user:1").value == 0
+    assert (old.get("user:auth.user:1", "a"), new.get("user:auth.user:1", "b")) == (None, None)
+
+
+def test_a_count_that_one_storage_can_only_bound__is_at_least(
+    move: Move, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_idempotency.storage.base import Count
+
+    mover = get_storage(move.mover)
+    monkeypatch.setattr(
+        type(get_storage(move.new)), "count_scope", lambda self, scope: Count(5, "at_least")
+    )
+
+    count = mover.count_scope("user:auth.user:1")
+    assert (count.value, count.is_exact) == (5, False)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [(None, CACHE, "needs both storages"), (DATABASE, DATABASE, "the same storage")],
+)
+def test_a_move_without_two_storages__is_refused_where_it_is_built(
+    old: str | None, new: str, problem: str
+) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from django_idempotency.storage.moving import MovingStorage
+
+    with pytest.raises(ImproperlyConfigured, match=problem):
+        MovingStorage(old=old, new=new)
+
+
+def test_a_claim_the_move_did_not_make__is_refused(move: Move) -> None:
+    mover, old = get_storage(move.mover), get_storage(move.old)
+    foreign = old.claim("scope", "k", "fp", lease=LEASE)
+    assert not hasattr(foreign, "state")
+
+    with pytest.raises(TypeError, match="did not make"):
+        mover.release(foreign)  # type: ignore[arg-type,unused-ignore]
+
+
+class _InstanceMove(CacheToDatabase):
+    """A move naming its storages as instances, not paths."""
+
+    old = CacheStorage()  # type: ignore[assignment]
+    new = DatabaseStorage()  # type: ignore[assignment]
+
+
+class _SubclassMove(CacheToDatabase):
+    """A move naming a project's subclass of a built-in storage, and a path that is none."""
+
+    old = "tests.testapp.storages.TombstoneCacheStorage"
+    new = "tests.testapp.storages.NotAStorage"
+
+
+@pytest.mark.parametrize(
+    ("mover", "uses_cache", "uses_database"),
+    [
+        ("tests.test_moving._InstanceMove", True, True),
+        ("tests.test_moving._SubclassMove", True, False),
+        ("tests.testapp.storages.NotAStorage", False, False),
+    ],
+)
+def test_which_storages_a_move_uses__counts_instances_and_subclasses(
+    settings: Any, mover: str, uses_cache: bool, uses_database: bool
+) -> None:
+    from django_idempotency.storage.registry import is_in_use
+
+    settings.IDEMPOTENCY_STORAGE = mover
+
+    assert (is_in_use("CacheStorage"), is_in_use("DatabaseStorage")) == (uses_cache, uses_database)

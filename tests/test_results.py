@@ -148,3 +148,23 @@ def test_a_serializer_given_the_wrong_kind_of_class__is_refused_where_it_is_made
 ) -> None:
     with pytest.raises(TypeError, match="takes a"):
         serializer(argument)
+
+
+@dataclasses.dataclass
+class Shipment:
+    route: tuple[str, Decimal]
+    note: str = "none"
+
+
+def test_a_dataclass__rebuilds_fixed_tuples_and_takes_defaults_for_missing_fields() -> None:
+    codec = DataclassSerializer(Shipment)
+
+    assert codec.loads(codec.dumps(Shipment(("LIS", Decimal("2.5"))))) == Shipment(
+        ("LIS", Decimal("2.5"))
+    )
+    assert codec.loads(b'{"route":["OPO","1"]}') == Shipment(("OPO", Decimal("1")))
+
+
+def test_a_dataclass_field_json_cannot_hold__is_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        DataclassSerializer(Shipment).dumps(Shipment(("LIS", object())))  # type: ignore[arg-type]

@@ -122,3 +122,10 @@ def test_plugin__offers_the_fixtures_in_a_project_of_its_own(
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")
 
     result.assert_outcomes(passed=3)
+
+
+def test_error_code__is_none_for_a_body_that_is_not_a_json_object() -> None:
+    from django.http import HttpResponse
+
+    assert testing.error_code(HttpResponse(b"<html>")) is None
+    assert testing.error_code(HttpResponse(b"[1, 2]")) is None

@@ -155,3 +155,62 @@ def test_setting__decides_at_startup_whether_opentelemetry_is_imported(setting: 
     result = json.loads(run.stdout.strip().splitlines()[-1])
 
     assert result == {"imported": setting, "receivers": 1 if setting else 0}
+
+
+def outcome_of(**details: Any) -> dict[str, Any]:
+    """The arguments an outcome signal carries, for one store call."""
+    from django_idempotency.outcomes import Outcome
+
+    return {
+        "outcome": Outcome.CLAIMED,
+        "operation": "claim",
+        "store_seconds": 0.001,
+        "key": "k",
+        "scope": "user:auth.user:1",
+        "method": "POST",
+        "view": "orders:create",
+        "status": None,
+        "error": None,
+        **details,
+    }
+
+
+def test_an_outcome_without_a_store_call__makes_no_span(spans: InMemorySpanExporter) -> None:
+    receiver = tracing._installed
+    assert receiver is not None
+    receiver.receive(None, **outcome_of(operation=None, store_seconds=None))
+
+    assert spans.get_finished_spans() == ()
+
+
+def test_an_unresolved_view_and_a_failure_without_an_exception__still_make_a_span(
+    spans: InMemorySpanExporter,
+) -> None:
+    from django_idempotency.outcomes import Outcome
+
+    receiver = tracing._installed
+    assert receiver is not None
+    receiver.receive(None, **outcome_of(view="", outcome=Outcome.STORE_UNAVAILABLE))
+
+    (span,) = spans.get_finished_spans()
+    assert "idempotency.view" not in attributes(span)
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.events == ()
+
+
+def test_with_the_global_provider__spans_are_built_only_once_an_sdk_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import trace
+
+    tracing.install()  # the global provider: the API's proxy until a project sets one
+    try:
+        receiver = tracing._installed
+        assert receiver is not None
+        assert not tracing._sdk_configured()
+        receiver.receive(None, **outcome_of())  # builds nothing: no SDK would record it
+
+        monkeypatch.setattr(trace, "get_tracer_provider", TracerProvider)
+        assert tracing._sdk_configured()
+    finally:
+        tracing.uninstall()
