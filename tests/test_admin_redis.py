@@ -244,3 +244,40 @@ def test_in_flight__never_reads_the_sampled_records_bodies(
     assert "<code>running</code>" in page
     assert asked
     assert all("body" not in fields for fields in asked)
+
+
+@ON_REDIS
+def test_staff_without_view_permission__is_refused(storage_backend: str) -> None:
+    client = Client()
+    client.force_login(User.objects.create_user("clerk", is_staff=True))
+
+    assert client.get(redis_page()).status_code == 403
+
+
+@ON_REDIS
+def test_an_incomplete_or_forged_form__does_nothing_and_says_so(
+    storage_backend: str, admin_client: Client, caller: Client
+) -> None:
+    send(caller, URL, {"label": "pay"}, key="paid")
+    seen = {"scope": scope_of(caller), "key": "paid", "token": stored_token("paid")}
+
+    for form in ({**seen, "action": "expire"}, {**seen, "action": "drop", "state": "completed"}):
+        done = admin_client.post(redis_page(), {**form, "post": "yes"}, follow=True)
+        assert "Nothing to do: the form was incomplete." in done.content.decode()
+    assert len(stored_records()) == 1
+
+
+@ON_REDIS
+def test_an_action_when_redis_does_not_answer__changes_nothing_and_says_so(
+    storage_backend: str, admin_client: Client, caller: Client
+) -> None:
+    send(caller, URL, {"label": "pay"}, key="paid")
+    seen = {"scope": scope_of(caller), "key": "paid", "token": stored_token("paid")}
+    form = {**seen, "state": "completed", "action": "expire", "post": "yes"}
+
+    with override_settings(CACHES=caches_with(redis_cache_config(free_port()))):
+        done = admin_client.post(redis_page(), form)
+    page = admin_client.get(done["Location"])
+
+    assert "Redis did not answer; nothing was changed." in page.content.decode()
+    assert len(stored_records()) == 1

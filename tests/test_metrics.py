@@ -255,3 +255,17 @@ def test_example_alerts__use_only_the_metrics_this_package_exports(
     }
     assert used
     assert used <= exported, used - exported
+
+
+def test_metrics_view__serves_the_default_registry_as_prometheus_text() -> None:
+    from django.test import RequestFactory
+
+    response = metrics.metrics_view(RequestFactory().get("/metrics/"))
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    assert b"# HELP" in response.content
+
+
+def test_uninstall__of_a_registry_never_installed_does_nothing() -> None:
+    metrics.uninstall(CollectorRegistry())  # no error, nothing to unregister

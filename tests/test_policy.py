@@ -207,3 +207,23 @@ def test_storage_option__overrides_the_storage_setting(
     assert first.status_code == 201
     assert retry["Idempotent-Replayed"] == "true"
     assert IdempotencyKey.objects.filter(key="k").count() == 1
+
+
+def test_disabled__a_value_that_is_not_a_bool_protects_as_if_unset(settings: Any) -> None:
+    from django_idempotency.policy import is_disabled
+
+    settings.IDEMPOTENCY_DISABLED = "yes"  # mistyped: refused by check E001, and protects
+
+    assert is_disabled() is False
+
+
+def test_a_storage_of_a_projects_own__may_leave_erasure_and_counting_out() -> None:
+    from django_idempotency.storage.base import Storage
+
+    class Minimal(Storage):
+        claim = complete = release = get = None  # type: ignore[assignment]
+
+    with pytest.raises(NotImplementedError, match="cannot erase"):
+        list(Minimal().erase_scope("user:1"))
+    with pytest.raises(NotImplementedError, match="cannot count"):
+        Minimal().count_scope("user:1")

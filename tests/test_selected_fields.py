@@ -121,3 +121,30 @@ def test_a_list_that_names_no_fields__is_refused_where_the_view_is_defined(
 ) -> None:
     with pytest.raises(ImproperlyConfigured, match="list of JSON field paths"):
         idempotent(fingerprint=fields)(lambda request: None)
+
+
+def test_selected_fields__compare_hash_and_print_by_their_paths() -> None:
+    fields = SelectedFields(["amount", "lines.0.sku"])
+
+    assert fields == SelectedFields(["amount", "lines.0.sku"])
+    assert fields != SelectedFields(["amount"])
+    assert fields != ["amount", "lines.0.sku"]
+    assert len({fields, SelectedFields(["amount", "lines.0.sku"])}) == 1
+    assert repr(fields) == "SelectedFields(['amount', 'lines.0.sku'])"
+    with pytest.raises(ValueError, match="not a list of field paths"):
+        SelectedFields([])
+
+
+def test_an_index_path_and_a_body_too_deep__fingerprint_by_the_field_or_whole() -> None:
+    from django.test import RequestFactory
+
+    fields = SelectedFields(["lines.0.sku"])
+
+    def of(body: str) -> str:
+        request = RequestFactory().post("/pay/", body, content_type="application/json")
+        return fields(request)
+
+    assert of('{"lines": [{"sku": "a", "n": 1}]}') == of('{"lines": [{"sku": "a", "n": 2}]}')
+    assert of('{"lines": [{"sku": "a"}]}') != of('{"lines": [{"sku": "b"}]}')
+    deep = '{"lines": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    assert of(deep) != of('{"lines": []}')  # too deep to read: counted whole, never a 500
