@@ -22,6 +22,7 @@ from django_idempotency.management.commands.purge_idempotency_keys import Comman
 from django_idempotency.models import IdempotencyKey
 from django_idempotency.scopes import user_scope
 from django_idempotency.storage.base import ERASE_BATCH_SIZE, StorageUnavailable, StoredResponse
+from django_idempotency.storage.database import DatabaseStorage
 from django_idempotency.storage.registry import configured_storage, get_storage
 from django_idempotency.testing import close_thread_connections
 from tests.factories import UserFactory
@@ -200,11 +201,52 @@ def test_erase__without_a_terminal_needs_no_input(client: Caller) -> None:  # no
         (["--storage", "django_idempotency.storage.DatabaseStorage"], "--storage applies to"),
         (["--scope", "s", "--storage", "no.such.Storage"], "--storage is 'no.such.Storage'"),
         (["--scope", "s", "--storage", "x.Y", "--database", "default"], "name the storage twice"),
+        (["--credentials", ""], "--credentials must not be empty"),
     ],
 )
 def test_erase__bad_arguments_are_refused(arguments: list[str], message: str) -> None:
     with pytest.raises(CommandError, match=message):
         erase(*arguments, "--no-input")
+
+
+class Uncountable(DatabaseStorage):
+    """A project's storage that cannot count or erase a scope's records."""
+
+    def count_scope(self, scope: str) -> Any:
+        raise NotImplementedError("Uncountable cannot count a scope's records.")
+
+
+@DATABASE_STORAGE_ONLY
+def test_erase__database_names_a_database_of_database_storage_only(
+    storage_backend: str, settings: Any
+) -> None:
+    assert "Erased 0" in erase("--scope", "user:auth.user:9", "--database", "default", "--no-input")
+    with pytest.raises(CommandError, match="Unknown database 'nowhere'"):
+        erase("--scope", "user:auth.user:9", "--database", "nowhere", "--no-input")
+
+    settings.IDEMPOTENCY_STORAGE = CACHE
+    with pytest.raises(CommandError, match="--database applies to DatabaseStorage"):
+        erase("--scope", "user:auth.user:9", "--database", "default", "--no-input")
+
+
+@DATABASE_STORAGE_ONLY
+def test_erase__a_storage_that_cannot_count_is_a_command_error(storage_backend: str) -> None:
+    with pytest.raises(CommandError, match="cannot count"):
+        erase("--scope", "s", "--storage", "tests.test_erasure.Uncountable", "--dry-run")
+
+
+@DATABASE_STORAGE_ONLY
+@pytest.mark.parametrize(("verb", "dry_run"), [("DELETE", []), ("SELECT", ["--dry-run"])])
+def test_erase__a_database_that_stops_answering_is_a_command_error(
+    storage_backend: str, verb: str, dry_run: list[str]
+) -> None:
+    from tests.factories import IdempotencyKeyFactory
+    from tests.store_faults import failing_queries, on_the_table
+
+    IdempotencyKeyFactory.create(scope="user:auth.user:9", key="k")
+    with failing_queries(on_the_table(verb)), pytest.raises(CommandError, match="failed"):
+        erase("--scope", "user:auth.user:9", *dry_run, "--no-input")
+    assert IdempotencyKey.objects.count() == 1
 
 
 def test_erase__a_store_that_does_not_answer_is_a_command_error(
