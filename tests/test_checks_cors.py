@@ -53,3 +53,9 @@ def test_the_configured_header__is_the_one_to_allow() -> None:
         (warning,) = check_cors_headers(None)
 
     assert "'X-Idempotency-Key' in CORS_ALLOW_HEADERS" in warning.msg
+
+
+@pytest.mark.usefixtures("with_corsheaders")
+def test_a_mistyped_header_setting__is_left_to_e001() -> None:
+    with override_settings(IDEMPOTENCY_HEADER=42):
+        assert check_cors_headers(None) == []

@@ -304,3 +304,19 @@ def test_an_encryptor_that_fails_to_build__is_a_setting_that_cannot_be_used(
 class KmsDown:
     def __init__(self) -> None:
         raise ConnectionError("kms.example.com did not answer")
+
+
+def test_without_cryptography__fernet_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "cryptography.fernet", None)  # as if not installed
+
+    with pytest.raises(ImproperlyConfigured, match=r"django-idempotency\[encryption\]"):
+        FernetEncryptor([Fernet.generate_key().decode()])
+
+
+def test_an_encryptor_path_that_does_not_import__names_the_setting() -> None:
+    from django_idempotency.encryption import build_encryptor
+
+    with pytest.raises(ImproperlyConfigured, match="IDEMPOTENCY_ENCRYPTOR: cannot import"):
+        build_encryptor("no.such.Encryptor")
