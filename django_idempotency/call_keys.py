@@ -67,6 +67,22 @@ class CallArguments:
         return call_key, arguments_fingerprint(fingerprinted)
 
 
+def bound_arguments(
+    function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """Return the arguments of a call by parameter name, so that ``f(1)`` and ``f(x=1)`` agree.
+
+    A function whose signature cannot be read, or that these arguments do not fit, keeps
+    them as given: its call then raises as it would.
+    """
+    try:
+        bound = inspect.signature(function).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return {"args": args, "kwargs": kwargs}
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
 def arguments_fingerprint(arguments: Any) -> str:
     """Return the fingerprint of a call's arguments: the digest of their typed canonical form."""
     canonical = json.dumps(canonical_form(arguments), separators=(",", ":"))
@@ -111,8 +127,9 @@ def _tagged(value: Any) -> dict[str, Any]:
     if callable(getattr(value, "model_dump", None)):  # a pydantic model
         return {"pydantic": [_type_name(value), value.model_dump(mode="json")]}
     raise TypeError(
-        f"cannot fingerprint an argument of type {_type_name(value)}: give the decorator a "
-        "fingerprint= callable, or pass data (str, numbers, dicts, lists, dataclasses...)"
+        f"cannot fingerprint an argument of type {_type_name(value)}: pass fingerprint= (a "
+        "callable to the decorator, a string to once()), or pass data (str, numbers, dicts, "
+        "lists, dataclasses...)"
     )
 
 

@@ -17,7 +17,12 @@ from typing import Any
 
 from django.db import connections
 
-from django_idempotency.call_keys import arguments_fingerprint, dotted_name, refuse_a_shared_name
+from django_idempotency.call_keys import (
+    arguments_fingerprint,
+    bound_arguments,
+    dotted_name,
+    refuse_a_shared_name,
+)
 from django_idempotency.conf import idempotency_settings
 from django_idempotency.encryption import seal, unseal
 from django_idempotency.fingerprints import bounded
@@ -69,7 +74,7 @@ class Call:
         if scope is None:
             refuse_a_shared_name(function)
         store = get_storage(storage or idempotency_settings.STORAGE, source="storage")
-        digest = fingerprint or arguments_fingerprint({"args": args, "kwargs": kwargs})
+        digest = fingerprint or arguments_fingerprint(bound_arguments(function, args, kwargs))
         return cls(
             store=store,
             scope=bounded(f"function:{scope or dotted_name(function)}", store.max_scope_length),

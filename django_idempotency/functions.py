@@ -35,6 +35,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _POLL_SECONDS = 0.05
+_IN_TRANSACTION = (
+    "called inside a transaction on the storage's database, so its claim could not commit "
+    "first: call it outside atomic() and ATOMIC_REQUESTS (@transaction.non_atomic_requests), "
+    "or give it a storage on another database alias"
+)
 
 
 class IdempotentCallError(Exception):
@@ -195,7 +200,7 @@ def _once(
     if is_disabled():  # IDEMPOTENCY_DISABLED: every call runs, as without the decorator
         return function(*args, **kwargs)
     if call.is_inside_a_transaction():
-        raise CallInTransaction(CallInTransaction.__doc__)
+        raise CallInTransaction(_IN_TRANSACTION)
     deadline = _deadline(wait_timeout)
     while True:
         found = call.claim()
@@ -242,7 +247,7 @@ async def _aonce(
     if is_disabled():
         return await function(*args, **kwargs)
     if await sync_to_async(call.is_inside_a_transaction)():
-        raise CallInTransaction(CallInTransaction.__doc__)
+        raise CallInTransaction(_IN_TRANSACTION)
     codec = serializer or JSONSerializer()
     deadline = _deadline(wait_timeout)
     while True:
@@ -299,7 +304,7 @@ def _answer(call: Call, record: Record, codec: Serializer) -> Any:
             body = call.stored_result(record)
         except Unreadable as exc:
             call.report(Outcome.RESPONSE_UNREADABLE, "claim", error=exc)
-            raise CallResultUnreadable(CallResultUnreadable.__doc__) from exc
+            raise CallResultUnreadable("its stored result is sealed and cannot be opened") from exc
         call.report(Outcome.REPLAYED, "claim")
         return codec.loads(body)
     return _RUNNING

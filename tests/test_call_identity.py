@@ -357,3 +357,8 @@ def test_async__a_result_it_cannot_serialize__keeps_the_key_in_flight(storage: s
         async_to_sync(aonce)("a5", unserializable, scope="odd")
     with pytest.raises(CallInProgress):  # it ran: a retry must not run it again at once
         async_to_sync(aonce)("a5", unserializable, scope="odd")
+
+
+def test_once__positional_and_keyword_arguments_are_one_call() -> None:
+    assert once("o1", charge_card, 1) == once("o1", charge_card, order_id=1) == "charged 1"
+    assert Execution.objects.count() == 1

@@ -46,8 +46,8 @@ def idempotent_task(
     ``key``, ``scope``, ``ttl``, ``lease``, ``storage``, ``serializer`` and ``fingerprint``
     are ``idempotent_function``'s. With ``bind=True`` the task itself, its first argument, is
     left out of the fingerprint (the key callable still receives it). While another
-    delivery holds the key, the task retries after ``retry_delay`` (default: until that
-    delivery's lease ends, at least ``MIN_RETRY_DELAY``), within the task's ``max_retries``;
+    delivery holds the key, the task retries after ``retry_delay`` (default: 1, 2, 4...
+    seconds by its retries, never past that delivery's lease), within ``max_retries``;
     when the store does not answer, after ``retry_delay`` or ``IDEMPOTENCY_RETRY_AFTER``.
     """
     delay = to_timedelta(retry_delay) if retry_delay is not None else None
@@ -76,7 +76,7 @@ def idempotent_task(
                     serializer=serializer,
                 )
             except CallInProgress as exc:
-                countdown = delay if delay is not None else max(exc.retry_after, MIN_RETRY_DELAY)
+                countdown = delay if delay is not None else _backoff(task, exc.retry_after)
                 raise task.retry(exc=exc, countdown=countdown.total_seconds()) from exc
             except CallLeaseExpired as exc:
                 # It ran past its lease: its writes rolled back (DatabaseStorage), and another
@@ -90,3 +90,14 @@ def idempotent_task(
         return run
 
     return decorate
+
+
+def _backoff(task: Task[Any, Any], lease_left: timedelta) -> timedelta:
+    """Return when to look again at a key another delivery holds: soon, then less often.
+
+    1, 2, 4... seconds by the task's retries, so a duplicate of a fast task gets its result
+    soon; never past the holder's lease, after which a dead holder's key is taken over.
+    """
+    retries: int = getattr(task.request, "retries", 0) or 0
+    doubling: timedelta = MIN_RETRY_DELAY * (2 ** min(retries, 16))
+    return max(MIN_RETRY_DELAY, min(doubling, lease_left))

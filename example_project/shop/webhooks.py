@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -80,6 +81,7 @@ def handle_event(event: dict[str, Any]) -> dict[str, Any]:
 
 
 @csrf_exempt  # the provider signs its deliveries; it holds no CSRF token
+@transaction.non_atomic_requests  # once() claims outside any transaction (ATOMIC_REQUESTS)
 @idempotency_exempt  # deduplicated by the event's id below, not by an Idempotency-Key header
 @require_POST
 def payment_events(request: HttpRequest) -> JsonResponse:
