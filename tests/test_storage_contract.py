@@ -364,3 +364,28 @@ def test_storage_interface__defaults_of_a_storage_that_keeps_no_transaction() ->
     with storage.atomic():
         pass
     assert claim.store_now() is None  # the claim did not read the store's clock
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("CaseKey-x", "casekey-x"),  # a case-insensitive collation merges them
+        ("café", "cafe"),  # an accent-insensitive one too
+        ("key", "key "),  # a PAD SPACE one ignores trailing spaces
+        ("straße", "strasse"),
+    ],
+)
+def test_claim__keys_and_scopes_that_differ_in_any_byte_are_other_records(
+    storage: Storage, first: str, second: str
+) -> None:
+    for scope, key in (
+        (f"scope-{first}", "k"),
+        (f"scope-{second}", "k"),
+        ("s", first),
+        ("s", second),
+    ):
+        assert isinstance(storage.claim(scope, key, "fp-1", lease=LONG), Claim), (scope, key)
+    assert storage.get("s", first) is not None
+    assert storage.get("s", second) is not None
+    assert storage.get("s", first).key == first  # type: ignore[union-attr]
+    assert storage.get("s", second).key == second  # type: ignore[union-attr]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import django.utils.timezone
 from django.db import migrations, models
 
+from django_idempotency.migrations._mysql import BinaryKeysOnMySQL
+
 
 class Migration(migrations.Migration):
     initial = True
@@ -88,4 +90,8 @@ class Migration(migrations.Migration):
                 ],
             },
         ),
+        # New installs on MySQL and MariaDB compare keys byte for byte; a table made before
+        # this operation was added here converts through the opt-in app
+        # django_idempotency.contrib.binary_keys (docs/scale.md).
+        BinaryKeysOnMySQL(),
     ]
