@@ -2,9 +2,9 @@
 
     python3 dev.py demo                 # run the example project's demo
     python3 dev.py lint                 # ruff check, ruff format --check, mypy --strict
-    python3 dev.py test [pytest args]   # run the whole test suite (SQLite, then PostgreSQL)
+    python3 dev.py test [pytest args]   # run the whole test suite (SQLite, PostgreSQL, MariaDB)
     python3 dev.py test --require-services   # fail instead of skipping (CI=true does the same)
-    python3 dev.py test --coverage      # measure branch coverage of both passes (CI=true does too)
+    python3 dev.py test --coverage      # measure branch coverage of every pass (CI=true does too)
     python3 dev.py test --python PATH   # the same on another interpreter, in .venv-py3.X
     python3 dev.py test --django 5.2    # the same on a Django release series, in .venv-django5.2
 
@@ -15,9 +15,13 @@ dependency group (``-e ".[drf,...]" --group dev``) into it whenever
 Python to do the real work. A new virtualenv gets the newest Django that pip resolves for its
 Python (Django 6 needs Python 3.12 or newer); remove it to test a newer release.
 
-With ``--coverage`` (or ``CI=true`` on the whole suite, unless ``--no-coverage``) both passes
-run under coverage.py as ``[tool.coverage.*]`` in pyproject.toml configures it, the Python
-processes the tests start included; after the second pass the data is combined, the report
+The passes: SQLite; PostgreSQL (every test); MariaDB (DatabaseStorage's tests, the
+concurrency proofs included). A server that does not answer skips its pass with a note, or
+fails the run where services are required (CI).
+
+With ``--coverage`` (or ``CI=true`` on the whole suite, unless ``--no-coverage``) every pass
+runs under coverage.py as ``[tool.coverage.*]`` in pyproject.toml configures it, the Python
+processes the tests start included; after the last pass the data is combined, the report
 printed, and the command fails when the whole suite's coverage is under ``fail_under``.
 
 With ``DEV_PY_LEDGER=FILE`` each test run also appends its counts to FILE and, after the
@@ -52,8 +56,11 @@ LEDGER_ENV = "DEV_PY_LEDGER"
 DEV_GROUP = "dev"
 PIP_WITH_GROUPS = "pip>=25.1"
 
-SQLITE_MARKS = "not postgres and not redis and not browser"
-FALLBACK_MARKS = "(redis or browser) and not postgres"
+SQLITE_MARKS = "not postgres and not server_db and not redis and not browser"
+FALLBACK_MARKS = "(redis or browser) and not postgres and not server_db"
+#: The MariaDB pass: every test of DatabaseStorage that is not PostgreSQL's own; Redis and
+#: the browser were the other passes'.
+MARIADB_MARKS = "not postgres and not redis and not browser"
 
 USAGE = """usage: python3 dev.py demo [--python PATH] [--django X.Y] [demo args]
        python3 dev.py lint [--python PATH] [--django X.Y]
@@ -326,7 +333,7 @@ def count_postgres_tests(args: list[str], env: dict[str, str]) -> int:
         pass_env = {**env, "IDEMPOTENCY_TEST_DATABASE": "sqlite", REPORT_ENV: str(report)}
         command = [sys.executable, "-m", "pytest", "-p", "dev", "--collect-only", "-qq"]
         subprocess.run(
-            [*command, *args, "-m", "postgres"],
+            [*command, *args, "-m", "postgres or server_db"],
             cwd=ROOT,
             env=pass_env,
             stdout=subprocess.DEVNULL,
@@ -335,6 +342,28 @@ def count_postgres_tests(args: list[str], env: dict[str, str]) -> int:
         if not report.exists():
             return 0
         return int(json.loads(report.read_text())["collected"])
+
+
+def mariadb_problem() -> tuple[str, str | None]:
+    """Return where MariaDB is expected, and why it cannot be used (None when it can)."""
+    host = os.environ.get("MYSQL_HOST", "127.0.0.1")
+    port = os.environ.get("MYSQL_PORT", "3306")
+    where = f"{host}:{port}"
+    try:
+        import pymysql
+    except ImportError as exc:
+        return where, f"PyMySQL is not installed ({exc})"
+    try:
+        pymysql.connect(
+            host=host,
+            port=int(port),
+            user=os.environ.get("MYSQL_USER", "root"),
+            password=os.environ.get("MYSQL_PASSWORD", ""),
+            connect_timeout=3,
+        ).close()
+    except pymysql.Error as exc:
+        return where, str(exc) or type(exc).__name__
+    return where, None
 
 
 def postgres_problem() -> tuple[str, str | None]:
@@ -394,7 +423,7 @@ def is_truthy(value: str | None) -> bool:
 
 
 def run_tests(args: list[str]) -> int:
-    """Run the suite in two passes (SQLite, PostgreSQL) and print one summary line."""
+    """Run the suite in passes (SQLite, PostgreSQL, MariaDB) and print one summary line."""
     flags = {"--require-services", "--coverage", "--no-coverage"}
     given, args = {a for a in args if a in flags}, [a for a in args if a not in flags]
     in_ci = is_truthy(os.environ.get("CI"))
@@ -414,6 +443,7 @@ def run_tests(args: list[str]) -> int:
     # One test database per checkout, so two clones testing on one server do not collide.
     checkout = hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
     env.setdefault("IDEMPOTENCY_TEST_PG_NAME", f"test_django_idempotency_{checkout}")
+    env.setdefault("IDEMPOTENCY_TEST_MARIADB_NAME", f"test_django_idempotency_{checkout}")
     if require:
         env["IDEMPOTENCY_REQUIRE_SERVICES"] = "1"
         print("dev.py: services are required (CI or --require-services): nothing may skip")
@@ -456,6 +486,22 @@ def run_tests(args: list[str]) -> int:
                 coverage=coverage,
             )
         )
+
+    where, problem = mariadb_problem()
+    if problem is None:
+        mariadb_args = ["-m", MARIADB_MARKS, *args]
+        passes.append(
+            run_pytest("pass 3: MariaDB", "mariadb", mariadb_args, env, coverage=coverage)
+        )
+    elif require:
+        notes.append(
+            f"MariaDB not reachable at {where} ({problem}), and services are required: FAILED"
+        )
+        extra.failed += 1
+    else:
+        notes.append(f"MariaDB not reachable at {where} ({problem}): no MariaDB pass")
+    if problem is not None:
+        print(f"\ndev.py: {notes[-1]}", flush=True)
 
     total = sum((p.counts for p in passes), extra)
     failed = any(not p.ok for p in passes) or extra.failed > 0

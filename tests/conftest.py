@@ -24,6 +24,11 @@ def is_postgres() -> bool:
     return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 
 
+def is_server_database() -> bool:
+    """Whether the tests run on a database server (PostgreSQL or MariaDB), not SQLite."""
+    return settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3"
+
+
 def redis_problem() -> str | None:
     """Return why Redis cannot be used, or None when it answers PING."""
     from urllib.parse import urlparse
@@ -48,6 +53,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.usefixtures("_fail_without_postgres"))
             else:
                 item.add_marker(pytest.mark.skip(reason=reason))
+        elif "server_db" in item.keywords and not is_server_database():
+            reason = "needs a database server: runs in the PostgreSQL and MariaDB passes"
+            if REQUIRE_SERVICES:
+                item.add_marker(pytest.mark.usefixtures("_fail_without_postgres"))
+            else:
+                item.add_marker(pytest.mark.skip(reason=reason))
         if "redis" in item.keywords:
             redis_reason = redis_reason or redis_problem() or ""
             if redis_reason and not REQUIRE_SERVICES:
@@ -56,7 +67,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def _fail_without_postgres() -> None:
-    pytest.fail("this test needs PostgreSQL and IDEMPOTENCY_REQUIRE_SERVICES=1 forbids skipping")
+    pytest.fail(
+        "this test needs PostgreSQL (or MariaDB) and IDEMPOTENCY_REQUIRE_SERVICES=1 forbids "
+        "skipping"
+    )
 
 
 @pytest.fixture

@@ -124,7 +124,7 @@ def start_gunicorn(
     environment = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": settings_module,
-        "IDEMPOTENCY_TEST_DATABASE": "postgres",
+        "IDEMPOTENCY_TEST_DATABASE": os.environ.get("IDEMPOTENCY_TEST_DATABASE", "postgres"),
         "IDEMPOTENCY_LIVE_DATABASE_NAME": connection.settings_dict["NAME"],
         "IDEMPOTENCY_LIVE_STORAGE": STORAGES[storage],
         "IDEMPOTENCY_LIVE_LEASE": str(lease),

@@ -1,4 +1,4 @@
-"""Settings for the test suite: SQLite by default, PostgreSQL with IDEMPOTENCY_TEST_DATABASE."""
+"""Settings for the test suite: SQLite, or PostgreSQL or MariaDB by IDEMPOTENCY_TEST_DATABASE."""
 
 from __future__ import annotations
 
@@ -32,6 +32,30 @@ if TEST_DATABASE == "postgres":
             },
         }
     }
+elif TEST_DATABASE == "mariadb":
+    # PyMySQL stands in for mysqlclient, which needs the MariaDB client headers to build.
+    import pymysql
+
+    pymysql.install_as_MySQLdb()
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.mysql",
+            "NAME": os.environ.get("MYSQL_DATABASE", "django_idempotency"),
+            "USER": os.environ.get("MYSQL_USER", "root"),
+            "PASSWORD": os.environ.get("MYSQL_PASSWORD", ""),
+            "HOST": os.environ.get("MYSQL_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("MYSQL_PORT", "3306"),
+            # utf8mb4 and the server's default collation, case-insensitive, as a new
+            # MariaDB database has them: the keys' columns must not inherit it.
+            "OPTIONS": {"charset": "utf8mb4"},
+            "TEST": {
+                "NAME": os.environ.get(
+                    "IDEMPOTENCY_TEST_MARIADB_NAME", f"test_django_idempotency_{os.getpid()}"
+                ),
+                "CHARSET": "utf8mb4",
+            },
+        }
+    }
 elif TEST_DATABASE == "sqlite":
     DATABASES = {
         "default": {
@@ -41,7 +65,7 @@ elif TEST_DATABASE == "sqlite":
     }
 else:
     raise RuntimeError(
-        f"IDEMPOTENCY_TEST_DATABASE must be sqlite or postgres, not {TEST_DATABASE!r}"
+        f"IDEMPOTENCY_TEST_DATABASE must be sqlite, postgres or mariadb, not {TEST_DATABASE!r}"
     )
 
 REDIS_URL = os.environ.get("IDEMPOTENCY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -16,7 +16,7 @@ from django_idempotency.models import IdempotencyKey
 from tests.testapp import views
 from tests.testapp.models import Execution
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.server_db, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.mark.parametrize("url", ["/drf/required/", "/decorated/behave/"])

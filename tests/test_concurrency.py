@@ -27,7 +27,7 @@ from tests.request_threads import request_thread
 from tests.testapp import views
 from tests.testapp.models import Execution, Order
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.server_db, pytest.mark.django_db(transaction=True)]
 
 THREADS = 50
 # Every duplicate comes from one caller, scoped by this header's hash (DRF authenticates

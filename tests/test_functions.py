@@ -196,7 +196,7 @@ async def in_thread_sensitive_context(coroutine: Any) -> Any:
 # Under concurrency
 
 
-@pytest.mark.postgres
+@pytest.mark.server_db
 @pytest.mark.parametrize("storage_backend", ["database"], indirect=True)
 def test_concurrent_calls_with_one_key__run_once_and_all_get_its_result(
     storage_backend: str,
@@ -301,7 +301,7 @@ def test_under_a_testcase__runs_as_outside_any_transaction_but_not_under_the_cal
         charge(43, Decimal("1.00"))
 
 
-@pytest.mark.postgres
+@pytest.mark.server_db
 @pytest.mark.parametrize("storage_backend", ["database"], indirect=True)
 def test_concurrent_calls_from_separate_processes__run_once_and_all_get_its_result(
     storage_backend: str, tmp_path: Path
@@ -314,7 +314,7 @@ def test_concurrent_calls_from_separate_processes__run_once_and_all_get_its_resu
     environment = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.live_settings",
-        "IDEMPOTENCY_TEST_DATABASE": "postgres",
+        "IDEMPOTENCY_TEST_DATABASE": os.environ.get("IDEMPOTENCY_TEST_DATABASE", "postgres"),
         "IDEMPOTENCY_LIVE_DATABASE_NAME": connection.settings_dict["NAME"],
         "IDEMPOTENCY_LIVE_STORAGE": "django_idempotency.storage.DatabaseStorage",
         "IDEMPOTENCY_LIVE_LEASE": "60",

@@ -30,7 +30,7 @@ from tests.live_server import LiveServer, live_gunicorn
 from tests.live_urls import PID_FILE_HEADER, SLEEP_HEADER, WORKER_PID_HEADER
 from tests.testapp.models import Execution, Order
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.server_db, pytest.mark.django_db(transaction=True)]
 
 WORKERS = 4
 # Far longer than any test runs: a lease ends when a test ends it in the store (expire_now).

@@ -59,7 +59,7 @@ def test_assert_requires_key__passes_and_fails_as_it_should(
         testing.assert_requires_key(signed_in, REQUIRED, {"label": "pay"})
 
 
-@pytest.mark.postgres
+@pytest.mark.server_db
 def test_fire_duplicates__reports_one_run_and_what_each_caller_got(user: User) -> None:
     def signed_in_client() -> Client:
         client = Client()
