@@ -134,6 +134,25 @@ ERROR_OUTCOMES: dict[type[IdempotencyError], Outcome] = {
     IdempotencyStoreUnavailable: Outcome.STORE_UNAVAILABLE,
 }
 
+#: What a function call's log line says instead, where a request's speaks of its view.
+_CALL_SAYS: dict[Outcome, str] = {
+    Outcome.CLAIMED: "claimed; the function runs",
+    Outcome.TAKEN_OVER: (
+        "took over a key whose call never finished within its lease (its worker died?); "
+        "the function runs again"
+    ),
+    Outcome.EXPIRED: "called after its stored result expired (its ttl); the function runs again",
+    Outcome.COMPLETED: "result stored; later calls return it",
+    Outcome.REPLAYED: "returned the stored result",
+    Outcome.MISMATCH: "refused: the key was used with other arguments",
+    Outcome.IN_PROGRESS: "refused: the key's first call still runs",
+    Outcome.LEASE_EXPIRED: "finished after its lease ended; its result was not stored",
+    Outcome.RELEASED: "released; nothing stored, a retry runs",
+    Outcome.NOT_REPLAYABLE: "refused: the key's first call ran, but its result was not stored",
+    Outcome.RESPONSE_UNREADABLE: "refused: the stored result cannot be decrypted",
+    Outcome.STORE_UNAVAILABLE: "refused: the idempotency store did not answer",
+}
+
 #: The scope kinds a log line may name; a custom scope function's scopes are "custom".
 _SCOPE_KINDS = frozenset({"user", "credentials", "session", "anonymous"})
 
@@ -186,6 +205,7 @@ def report(
     request = subject.request
     if isinstance(subject, CallSubject):
         method, view = subject.method, subject.view
+        says = says or _CALL_SAYS.get(outcome)
     else:
         method, view = (subject.request.method or "").upper(), view_name(subject.request)
     if has_receivers:

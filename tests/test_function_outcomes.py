@@ -154,4 +154,5 @@ def test_a_key_taken_over_after_its_lease__is_a_warning_in_the_log(
     first = lines[0]
     assert (first.levelno, first.idempotency["outcome"]) == (logging.WARNING, "taken_over")  # type: ignore[attr-defined]
     assert "CALL" in first.getMessage()
+    assert "the function runs again" in first.getMessage()  # a call's words, not a view's
     assert "order-9" not in first.getMessage()  # the key's hash, never the key
