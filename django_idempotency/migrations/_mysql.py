@@ -20,11 +20,12 @@ _LENGTH = 255
 
 
 def binary_collation(connection: object) -> str:
-    """Return the byte-exact, no-pad collation of utf8mb4 on this server."""
-    if getattr(connection, "mysql_is_mariadb", False):
-        return "utf8mb4_nopad_bin"  # MariaDB 10.2+
-    version = getattr(connection, "mysql_version", (8, 0))
-    return "utf8mb4_0900_bin" if version >= (8, 0) else "utf8mb4_bin"
+    """Return the byte-exact, no-pad collation of utf8mb4 on this server.
+
+    MariaDB's since 10.2; MySQL's since 8.0 (Django supports no older MySQL).
+    """
+    is_mariadb = getattr(connection, "mysql_is_mariadb", False)
+    return "utf8mb4_nopad_bin" if is_mariadb else "utf8mb4_0900_bin"
 
 
 class BinaryKeysOnMySQL(migrations.operations.base.Operation):
