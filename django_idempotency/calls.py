@@ -28,7 +28,7 @@ from django_idempotency.encryption import seal, unseal
 from django_idempotency.fingerprints import bounded
 from django_idempotency.keys import MAX_KEY_LENGTH
 from django_idempotency.options import to_timedelta
-from django_idempotency.outcomes import CallSubject, Outcome, report
+from django_idempotency.outcomes import CallSubject, Outcome, report, report_claim
 from django_idempotency.storage.base import (
     CALL_KIND,
     Claim,
@@ -108,12 +108,7 @@ class Call:
             self.report(Outcome.STORE_UNAVAILABLE, "claim", started, error=exc)
             raise
         if isinstance(found, Claim):
-            replaced = found.replaced
-            if replaced is None:
-                self.report(Outcome.CLAIMED, "claim", started)
-            else:
-                outcome = Outcome.TAKEN_OVER if replaced.is_in_flight else Outcome.EXPIRED
-                self.report(outcome, "claim", started, expired_for=replaced.expired_for)
+            report_claim(found, self.subject, started)
         return found
 
     def complete(self, claim: Claim, body: bytes) -> None:
@@ -154,8 +149,12 @@ class Call:
         **details: Any,
     ) -> None:
         """Tell the outcome as the engine tells a request's: signal, metrics, log line."""
-        subject = CallSubject(self.key, self.scope, view=self.origin.name, method=CALL_KIND)
-        report(outcome, subject, operation, started, **details)
+        report(outcome, self.subject, operation, started, **details)
+
+    @property
+    def subject(self) -> CallSubject:
+        """What this call's outcomes are about, for the outcome reports."""
+        return CallSubject(self.key, self.scope, view=self.origin.name, method=CALL_KIND)
 
 
 def key_text(key: Any) -> str:

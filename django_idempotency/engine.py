@@ -29,7 +29,7 @@ from django_idempotency.exceptions import (
 from django_idempotency.fingerprints import bounded
 from django_idempotency.held import Held
 from django_idempotency.keys import parse_key
-from django_idempotency.outcomes import Outcome, Subject, report, report_error
+from django_idempotency.outcomes import Outcome, Subject, report, report_claim, report_error
 from django_idempotency.policy import Policy
 from django_idempotency.responses import (
     PROBLEM_CONTENT_TYPE,
@@ -122,13 +122,7 @@ def _claim(
             report_error(refusal, subject, "claim", started)
             raise refusal from exc
         if isinstance(result, Claim):
-            replaced = result.replaced
-            if replaced is None:
-                report(Outcome.CLAIMED, subject, "claim", started)
-            else:
-                # Still a claim: the view runs. What it took over is what operators watch.
-                outcome = Outcome.TAKEN_OVER if replaced.is_in_flight else Outcome.EXPIRED
-                report(outcome, subject, "claim", started, expired_for=replaced.expired_for)
+            report_claim(result, subject, started)
             return Execution(policy, result, subject)
         try:
             replay = _answer_existing(result, fingerprint, policy, request)

@@ -35,6 +35,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _POLL_SECONDS = 0.05
+_LEASE_ENDED = "the call outlived its lease; another call may run it"
 _IN_TRANSACTION = (
     "called inside a transaction on the storage's database, so its claim could not commit "
     "first: call it outside atomic() and ATOMIC_REQUESTS (@transaction.non_atomic_requests), "
@@ -153,7 +154,7 @@ def once(
     """Run ``function(*args, **kwargs)`` once for ``key``; return its result, stored or fresh.
 
     The call form of ``idempotent_function``, for code that computes its key at run time.
-    ``fingerprint`` (default: one of the arguments) tells a reuse of the key apart.
+    ``fingerprint`` (default: the arguments, by parameter name) tells a reuse of the key apart.
     """
     return call_once(
         key,
@@ -201,12 +202,13 @@ def _once(
         return function(*args, **kwargs)
     if call.is_inside_a_transaction():
         raise CallInTransaction(_IN_TRANSACTION)
+    codec = serializer or JSONSerializer()
     deadline = _deadline(wait_timeout)
     while True:
         found = call.claim()
         if isinstance(found, Claim):
-            return _run(call, found, function, args, kwargs, serializer or JSONSerializer())
-        result = _answer(call, found, serializer or JSONSerializer())
+            return _run(call, found, function, args, kwargs, codec)
+        result = _answer(call, found, codec)
         if result is not _RUNNING:
             return result  # type: ignore[no-any-return]
         time.sleep(_pause(call, found, deadline))
@@ -261,7 +263,7 @@ async def _aonce(
                 returned = codec.loads(body)  # what later calls get: stored only if it loads
                 await sync_to_async(call.complete)(found, body)
             except OwnershipLost as exc:
-                raise CallLeaseExpired("the call outlived its lease; another may run it") from exc
+                raise CallLeaseExpired(_LEASE_ENDED) from exc
             except BaseException:
                 if not ran:
                     await sync_to_async(call.release_quietly)(found)
@@ -330,7 +332,7 @@ def _run(
             call.complete(claim, body)
     except OwnershipLost as exc:
         # Its lease ended first: with a transactional storage its writes rolled back.
-        raise CallLeaseExpired("the call outlived its lease; another call may run it") from exc
+        raise CallLeaseExpired(_LEASE_ENDED) from exc
     except BaseException:
         # The function raised, or it ran and its writes rolled back with the transaction:
         # nothing happened, so the key is freed and a retry runs it. Outside a transaction

@@ -33,6 +33,7 @@ from django_idempotency.exceptions import (
     IdempotencyStoreUnavailable,
 )
 from django_idempotency.policy import Policy
+from django_idempotency.storage.base import Claim
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +249,20 @@ def report(
             exc_info=error if error is not None and level >= logging.WARNING else None,
             extra={"idempotency": fields},
         )
+
+
+def report_claim(claim: Claim, subject: Subject | CallSubject, started: float) -> None:
+    """Report a claim: a first run, or a run that took over a dead or expired record.
+
+    Still a claim either way, so the view or function runs; what it took over is what
+    operators watch.
+    """
+    replaced = claim.replaced
+    if replaced is None:
+        report(Outcome.CLAIMED, subject, "claim", started)
+        return
+    outcome = Outcome.TAKEN_OVER if replaced.is_in_flight else Outcome.EXPIRED
+    report(outcome, subject, "claim", started, expired_for=replaced.expired_for)
 
 
 def report_error(
