@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -47,11 +48,18 @@ class RedisServer:
     """
 
     def __init__(
-        self, *, directory: Path | None = None, appendfsync: str = "always", port: int = 0
+        self,
+        *,
+        directory: Path | None = None,
+        appendfsync: str = "always",
+        port: int = 0,
+        replica_of: int | None = None,
     ) -> None:
         self.port = port or free_port()
         self.directory = directory
         self.appendfsync = appendfsync
+        #: The port of the master it replicates from when it starts, if any.
+        self.replica_of = replica_of
         self.process: subprocess.Popen[bytes] | None = None
         self.is_paused = False
 
@@ -61,7 +69,10 @@ class RedisServer:
 
     def _persistence_arguments(self) -> list[str]:
         if self.directory is None:
-            return ["--save", "", "--appendonly", "no"]
+            # A replica writes the snapshot its master sends into its directory: never
+            # into the working directory of the tests.
+            scratch = tempfile.mkdtemp(prefix="redis-server-")
+            return ["--save", "", "--appendonly", "no", "--dir", scratch]
         return [
             "--save",
             "",
@@ -87,6 +98,7 @@ class RedisServer:
                 "--bind",
                 "127.0.0.1",
                 *self._persistence_arguments(),
+                *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -1,6 +1,6 @@
 """The system checks of ``CacheStorage``: the cache must be a shared, atomic, loud django-redis.
 
-E101-E106 at start-up, W101/W102 (Redis may evict keys) on deploy; see docs/storage-cache.md.
+E101-E107 at start-up, W101/W102 (Redis may evict keys) on deploy; see docs/storage-cache.md.
 Without the ``redis`` extra (no django-redis to import) they report E103, and only when
 ``CacheStorage`` is configured.
 """
@@ -8,6 +8,7 @@ Without the ``redis`` extra (no django-redis to import) they report E103, and on
 from __future__ import annotations
 
 import sys
+import uuid
 from typing import Any
 
 import pytest
@@ -93,6 +94,44 @@ def test_checks__sharded_client_is_e105() -> None:
     assert check_ids(config) == ["django_idempotency.E105"]
 
 
+def sentinel_config(**options: Any) -> dict[str, Any]:
+    # A service name of its own: django-redis keeps one pool per URL for the process.
+    return {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": f"redis://service-{uuid.uuid4().hex}/0",
+        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.SentinelClient", **options},
+    }
+
+
+SENTINEL_FACTORY = "django_redis.pool.SentinelConnectionFactory"
+
+
+def test_checks__a_sentinel_cache_passes_without_connecting() -> None:
+    # No sentinel listens there: building the client opens no connection.
+    config = sentinel_config(
+        CONNECTION_FACTORY=SENTINEL_FACTORY, SENTINELS=[("127.0.0.1", free_port())]
+    )
+    assert check_ids(config) == []
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"SENTINELS": [("127.0.0.1", 26379)]}, id="without-the-factory"),
+        pytest.param({"CONNECTION_FACTORY": SENTINEL_FACTORY}, id="without-sentinels"),
+    ],
+)
+def test_checks__a_sentinel_client_django_redis_refuses_is_e107(options: dict[str, Any]) -> None:
+    assert check_ids(sentinel_config(**options)) == ["django_idempotency.E107"]
+
+
+def test_checks__e107_carries_django_redis_words_and_the_fix() -> None:
+    with override_settings(**CACHE_STORAGE, CACHES=caches_with(sentinel_config())):
+        (message,) = check_cache_storage(None)
+    assert "is not configured correctly" in message.msg
+    assert "SentinelConnectionFactory" in (message.hint or "")
+
+
 def test_checks__decode_responses_is_e106() -> None:
     config = redis_cache_config(free_port(), CONNECTION_POOL_KWARGS={"decode_responses": True})
     assert check_ids(config) == ["django_idempotency.E106"]
@@ -162,7 +201,7 @@ def without_django_redis(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make django-redis unimportable, as in an install without the ``redis`` extra."""
     for name in ("django_redis", "django_redis.cache"):
         monkeypatch.setitem(sys.modules, name, None)
-    monkeypatch.delitem(sys.modules, "django_idempotency.storage.cache")
+    monkeypatch.delitem(sys.modules, "django_idempotency.storage.cache", raising=False)
 
 
 @pytest.mark.django_db  # run_checks() reads the database (see test_checks.py)

@@ -29,6 +29,7 @@ from django_idempotency.storage.base import (
     new_token,
 )
 from django_idempotency.storage.cache_config import redis_cache, redis_client
+from django_idempotency.storage.cache_replicas import ACKNOWLEDGED, run_acknowledged
 from django_idempotency.storage.cache_scripts import SCRIPTS
 
 try:
@@ -60,6 +61,15 @@ class CacheStorage(Storage):
     #: after ``IDEMPOTENCY_TTL`` (``expired``). ``0``, the default, keeps no tombstones;
     #: each costs a small key per record (docs/observability.md, "Retries after expiry").
     tombstone = timedelta(0)
+    #: How many replicas must hold each claim and completion before it counts as done
+    #: (Redis's ``WAIT``, sent with it), so that a failover cannot lose it; ``0``, the
+    #: default, waits for none (docs/scale.md, "Redis Sentinel").
+    replicas = 0
+    #: How long one claim or completion waits for those replicas.
+    replica_timeout = timedelta(milliseconds=250)
+    #: How long it keeps trying, each time on the master Sentinel then names, before it
+    #: is ``StorageUnavailable``: a claim answers ``503``, a completion is logged.
+    replica_deadline = timedelta(seconds=3)
 
     def __init__(
         self,
@@ -67,11 +77,21 @@ class CacheStorage(Storage):
         *,
         clock: Callable[[], datetime] = timezone.now,
         tombstone: timedelta | None = None,
+        replicas: int | None = None,
+        replica_timeout: timedelta | None = None,
+        replica_deadline: timedelta | None = None,
     ) -> None:
         self._alias = alias
         self.clock = clock
         if tombstone is not None:
             self.tombstone = tombstone
+        if replicas is not None:
+            self.replicas = replicas
+        if replica_timeout is not None:
+            self.replica_timeout = replica_timeout
+        if replica_deadline is not None:
+            self.replica_deadline = replica_deadline
+        _refuse_bad_replica_options(self)
         self._scripts: dict[str, Script] = {}
         self._scripts_lock = threading.Lock()
 
@@ -262,6 +282,17 @@ class CacheStorage(Storage):
 
     def _run(self, name: str, keys: list[str], *args: str | int | bytes) -> Any:
         """Run one script against one record (and its tombstone) in one round trip."""
+        if self.replicas and name in ACKNOWLEDGED:
+            return run_acknowledged(
+                self._client,
+                name,
+                keys,
+                args,
+                replicas=self.replicas,
+                timeout_ms=_milliseconds(self.replica_timeout),
+                deadline_seconds=self.replica_deadline.total_seconds(),
+                sha=self._script(name, self._client()).sha,
+            )
         client = self._client()
         try:
             return self._script(name, client)(keys=keys, args=args, client=client)
@@ -281,6 +312,27 @@ class CacheStorage(Storage):
                     # Registering only hashes the text; the server loads it on first use.
                     script = self._scripts[name] = client.register_script(SCRIPTS[name])
         return script
+
+
+def _refuse_bad_replica_options(storage: CacheStorage) -> None:
+    """Refuse replica options that could not mean what they say, naming the one at fault."""
+    replicas = storage.replicas
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+        raise ImproperlyConfigured(
+            f"CacheStorage.replicas is {replicas!r}; it must be a whole number of replicas, "
+            "0 or more."
+        )
+    for name in ("replica_timeout", "replica_deadline"):
+        value = getattr(storage, name)
+        if not isinstance(value, timedelta) or value <= timedelta(0):
+            raise ImproperlyConfigured(
+                f"CacheStorage.{name} is {value!r}; it must be a positive timedelta."
+            )
+    if storage.replica_deadline < storage.replica_timeout:
+        raise ImproperlyConfigured(
+            "CacheStorage.replica_deadline is shorter than replica_timeout, so a claim would "
+            "give up before its first wait for the replicas ended."
+        )
 
 
 def _milliseconds(duration: timedelta) -> int:

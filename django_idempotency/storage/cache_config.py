@@ -161,6 +161,18 @@ def _raw_client(alias: str) -> Redis:
     # Building the client opens no connection, so start-up never needs Redis.
     try:
         client: Redis = get_redis_connection(alias)
+    except ImproperlyConfigured as error:
+        # django-redis's own refusal, e.g. a SentinelClient without Sentinel's factory.
+        raise CacheMisconfigured(
+            CacheProblem(
+                "django_idempotency.E107",
+                f"The django-redis client of the cache {alias!r} cannot be built: {error}",
+                "For Redis Sentinel, set the cache's OPTIONS to CLIENT_CLASS "
+                "django_redis.client.SentinelClient, CONNECTION_FACTORY "
+                "django_redis.pool.SentinelConnectionFactory and SENTINELS, a list of "
+                "(host, port) pairs (docs/scale.md).",
+            )
+        ) from error
     except NotImplementedError:
         caches_setting: Mapping[str, Any] = settings.CACHES
         client_class = caches_setting[alias].get("OPTIONS", {}).get("CLIENT_CLASS")

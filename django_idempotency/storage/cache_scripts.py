@@ -20,7 +20,9 @@ local found = redis.call('HMGET', KEYS[1], 'state', 'fingerprint', 'token',
                          'status', 'headers', 'body')
 if found[1] then
   if found[1] == 'in_flight' and found[3] == ARGV[1] then
-    -- Our own claim, sent again by the client's retry after a lost reply.
+    -- Our own claim, sent again by the client's retry after a lost reply, or by a claim
+    -- waiting for replicas: the write makes the WAIT after it cover the first copy's.
+    redis.call('HSET', KEYS[1], 'token', ARGV[1])
     return {1}
   end
   return {0, found[1], found[2], found[3], found[4] or '', found[5] or '', found[6] or '',
@@ -65,8 +67,10 @@ if found[1] == 'in_flight' then
   end
   return 1
 end
--- The same owner already completed: the client's retry after a lost reply.
+-- The same owner already completed: the client's retry after a lost reply, or a
+-- completion waiting for replicas (the write, as in the claim, is for its WAIT).
 if found[1] == ARGV[2] then
+  redis.call('HSET', KEYS[1], 'state', ARGV[2])
   return 1
 end
 return 0

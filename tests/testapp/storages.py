@@ -26,3 +26,12 @@ class CacheToDatabase(MovingStorage):
 
     old = "django_idempotency.storage.CacheStorage"
     new = "django_idempotency.storage.DatabaseStorage"
+
+
+class ReplicatedCacheStorage(CacheStorage):
+    """A ``CacheStorage`` whose claims and completions count once a replica holds them."""
+
+    replicas = 1
+    # Long enough to ride out a whole Sentinel failover (the old master is demoted about
+    # ten seconds after its replica is promoted), far shorter than the tests' leases.
+    replica_deadline = timedelta(seconds=30)
